@@ -433,9 +433,9 @@ def table_rows(
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and rows for `get`; NAMESPACE first with -A, 'kind.group/name' names
     when several kinds are printed (`get all`)."""
-    cols = COLUMNS[info.kind]
     if info.kind == "Event":
         return _event_rows(objs, now, all_namespaces)
+    cols = COLUMNS[info.kind]
     headers = ["NAME", *cols.headers]
     if wide and cols.wide_row is not None:
         headers += cols.wide_headers
