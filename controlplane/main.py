@@ -1,7 +1,327 @@
-"""Placeholder: the control plane process lands with issue 2."""
+"""corral-controlplane: one control plane replica (Raft member + gRPC API).
+
+Wiring, in order: configuration (config.py) -> the replicated store (A's
+RaftStore) -> the API handler -> the gRPC server (server.py) -> background
+duties: register this member's API address in the store, report health, and
+follow leadership.
+
+Leadership: the store calls back on its own thread when this replica gains or
+loses leadership; `LeaderSupervisor` turns that into start()/stop() calls on a
+thread of its own (store callbacks must not block). On gaining it first makes
+sure the system namespaces exist (idempotent: a fixed request id), then starts
+every leader-only service. THE HOOK for issue 5: `leader_services()` below
+builds them; a service is anything with `name`, `start()` and `stop()`
+(`stop()` must return promptly: leadership is already gone).
+
+Threads: main thread (waits for SIGTERM/SIGINT), the store's tick thread,
+gRPC's worker pool, "leader" (supervisor), "register" (member registration
+until it succeeds), "health" (readiness every 0.5 s).
+
+Exit codes: 0 after a clean stop, 2 for a bad configuration (one line naming
+the key), 1 when the store or server cannot start.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
 
-def main(argv: list[str] | None = None) -> int:
+from controlplane.api.handler import Handler
+from controlplane.api.settings import SYSTEM_NAMESPACES, ApiSettings
+from controlplane.cluster import ClusterServicer, Self
+from controlplane.config import Config, ConfigError, load
+from controlplane.podproxy import PodProxy
+from controlplane.server import ApiServer, BindError
+from controlplane.store.base import MemberInfo, Store
+from corral.errors import CorralError
+
+log = logging.getLogger("corral.controlplane")
+
+
+class LeaderService(Protocol):
+    """Work only the leader does (scheduler, controllers). Started when this
+    replica gains leadership, stopped the moment it loses it."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LeaderContext:
+    """What a leader-only service gets to build itself."""
+
+    config: Config
+    handler: Handler  # in-process API (same validation as gRPC)
+    store: Store
+    # gRPC endpoints of this replica's own API (unix socket first): for a
+    # corral.client.Client, as any other client would use.
+    endpoints: tuple[str, ...]
+
+
+# Module that provides `build(ctx: LeaderContext) -> list[LeaderService]` (issue 5).
+CONTROLLERS_MODULE = "controlplane.controllers.manager"
+
+
+def leader_services(ctx: LeaderContext) -> list[LeaderService]:
+    """THE HOOK: every service that runs only while this replica leads.
+
+    When CONTROLLERS_MODULE exists, its `build(ctx)` returns the scheduler and
+    controller manager; an import error there is a bug and is not hidden.
+    """
+    if importlib.util.find_spec(CONTROLLERS_MODULE) is None:
+        return []
+    module = importlib.import_module(CONTROLLERS_MODULE)
+    services: list[LeaderService] = list(module.build(ctx))
+    return services
+
+
+def open_store(config: Config) -> Store:
+    """The replicated store of this replica (engineer A's RaftStore)."""
+    from controlplane.store.raft import RaftStore
+
+    peers = [addr for name, addr in sorted(config.peers.items()) if name != config.name]
+    store: Store = RaftStore(
+        self_address=config.raft_address,
+        peers=peers,
+        data_dir=str(config.data_dir),
+        password=config.raft_password,
+        name=config.name,
+        max_history=config.watch_history,
+    )
+    return store
+
+
+class LeaderSupervisor:
+    """Follows leadership changes on its own thread: the store's callback only enqueues."""
+
+    def __init__(self, handler: Handler, ctx_factory: Any) -> None:
+        self._handler = handler
+        self._ctx_factory = ctx_factory
+        self._events: queue.Queue[bool | None] = queue.Queue()
+        self._leading = threading.Event()
+        self._running: list[LeaderService] = []
+        self._thread = threading.Thread(target=self._run, name="leader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def on_change(self, is_leader: bool) -> None:
+        """Store callback (store thread): record and return at once."""
+        if is_leader:
+            self._leading.set()
+        else:
+            self._leading.clear()
+        self._events.put(is_leader)
+
+    def stop(self) -> None:
+        self._leading.clear()
+        self._events.put(None)
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        active = False
+        while True:
+            want = self._events.get()
+            # Act on the latest state only: a flap while we worked needs one transition.
+            while not self._events.empty():
+                nxt = self._events.get_nowait()
+                want = nxt if want is not None else None
+            if want is None:
+                if active:
+                    self._stop_services("the replica is shutting down")
+                return
+            if want and not active:
+                active = self._gain()
+            elif not want and active:
+                self._stop_services("leadership lost")
+                active = False
+
+    def _gain(self) -> bool:
+        log.info("leadership gained: making sure the system namespaces exist")
+        while self._leading.is_set():
+            try:
+                created = self._handler.ensure_namespaces()
+                if created:
+                    log.info("created namespaces: %s", ", ".join(created))
+                break
+            except CorralError as err:
+                log.info("creating the system namespaces failed (%s); retrying", err)
+                time.sleep(0.5)
+        if not self._leading.is_set():
+            return False
+        try:
+            services = leader_services(self._ctx_factory())
+        except Exception:
+            log.exception("building the leader-only services failed")
+            return True
+        for svc in services:
+            try:
+                svc.start()
+                self._running.append(svc)
+                log.info("leader-only service %s started", svc.name)
+            except Exception:
+                log.exception("leader-only service %s failed to start", svc.name)
+        return True
+
+    def _stop_services(self, why: str) -> None:
+        for svc in reversed(self._running):
+            try:
+                svc.stop()
+                log.info("leader-only service %s stopped: %s", svc.name, why)
+            except Exception:
+                log.exception("leader-only service %s failed to stop", svc.name)
+        self._running.clear()
+
+
+class Replica:
+    """One running replica; `run()` blocks until `shutdown()`."""
+
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.stopping = threading.Event()
+        self.store = store if store is not None else open_store(config)
+        settings = ApiSettings(cluster_cidr=config.cluster_cidr,
+                               service_cidr=config.service_cidr,
+                               node_port_range=config.node_port_range)
+        self.handler = Handler(self.store, settings)
+        me = Self(config.name, config.raft_address, config.api_address, config.socket)
+        self.cluster = ClusterServicer(self.store, me, config.peers)
+        try:
+            self.server = ApiServer(self.handler, self.cluster, PodProxy(self.handler),
+                                    listen=config.listen, socket=config.socket,
+                                    workers=config.api_workers)
+        except BaseException:
+            self.store.close()  # its threads would keep the process alive
+            raise
+        if config.listen and self.server.port:
+            # With port 0 in `listen`, the port the server got is the one to advertise.
+            host = config.api_address.rpartition(":")[0]
+            self.api_address = f"{host}:{self.server.port}"
+        else:
+            self.api_address = config.api_address
+        self.cluster.set_api_address(self.api_address)
+        self.supervisor = LeaderSupervisor(self.handler, self._leader_context)
+
+    def _leader_context(self) -> LeaderContext:
+        c = self.config
+        endpoints = tuple(e for e in (f"unix:{c.socket}" if c.socket else "", self.api_address)
+                          if e)
+        return LeaderContext(config=c, handler=self.handler, store=self.store,
+                             endpoints=endpoints)
+
+    def start(self) -> None:
+        self.server.start()
+        where = ", ".join(x for x in (self.api_address,
+                                      f"unix:{self.config.socket}" if self.config.socket
+                                      else "") if x)
+        log.info("replica %s: API on %s, raft on %s, peers %s", self.config.name, where,
+                 self.config.raft_address,
+                 ", ".join(f"{n}={a}" for n, a in sorted(self.config.peers.items())))
+        self.supervisor.start()
+        self.store.on_leadership_change(self.supervisor.on_change)
+        threading.Thread(target=self._register, name="register", daemon=True).start()
+        threading.Thread(target=self._health, name="health", daemon=True).start()
+
+    def _register(self) -> None:
+        c = self.config
+        member = MemberInfo(name=c.name, raft_address=c.raft_address,
+                            api_address=self.api_address, socket=c.socket)
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                if member in self.store.members():
+                    return
+                self.store.register_member(member, timeout=5.0)
+                log.info("registered member %s (API %s)", c.name,
+                         self.api_address or f"unix:{c.socket}")
+                return
+            except CorralError as err:
+                log.debug("member registration failed (%s); retrying", err)
+            self.stopping.wait(delay)
+            delay = min(delay * 2, 2.0)
+
+    def ready(self) -> bool:
+        """Serving once the system namespaces exist here and the store has a quorum."""
+        for name in SYSTEM_NAMESPACES:
+            if self.store.get(("Namespace", "", name), linearizable=False) is None:
+                return False
+        return self.store.local_status().has_quorum
+
+    def _health(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                ok = self.ready()
+            except CorralError:
+                ok = False
+            if ok != self.server.serving:
+                log.info("health: %s", "SERVING" if ok else "NOT_SERVING (no quorum or not "
+                                                          "bootstrapped yet)")
+                self.server.set_serving(ok)
+            self.stopping.wait(0.5)
+
+    def shutdown(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        log.info("stopping: ending watch streams and calls")
+        self.supervisor.stop()
+        self.server.stop(grace=3.0)
+        self.store.close()
+        log.info("stopped")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load(argv)
+    except ConfigError as err:
+        print(f"corral-controlplane: bad configuration: {err}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        replica = Replica(config)
+    except BindError as err:
+        print(f"corral-controlplane: bad configuration: {err}", file=sys.stderr)
+        return 2
+    except CorralError as err:
+        print(f"corral-controlplane: cannot start: {err}", file=sys.stderr)
+        return 1
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    replica.start()
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        replica.shutdown()
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
