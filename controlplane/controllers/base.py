@@ -76,6 +76,10 @@ class Controller(abc.ABC):
     def sync(self, key: Any) -> Result | None:
         """Reconcile one key. Raise to retry with back-off."""
 
+    def after(self, key: Any, result: Result, outcome: Outcome) -> None:
+        """Hook after the actions of a sync were applied (default: nothing)."""
+        return None
+
     def resync_keys(self) -> Iterable[Hashable]:
         """Every key worth a periodic look (default: none)."""
         return ()
@@ -129,6 +133,7 @@ class Controller(abc.ABC):
             self.queue.forget(key)
             return None
         outcome = self.apply(result)
+        self.after(key, result, outcome)
         if result.actions:
             log.debug("%s %s: %s (%s)", self.name, key, result, result.why)
         if outcome.errors:
@@ -147,7 +152,8 @@ class Controller(abc.ABC):
         if not result.actions:
             return Outcome()
         outcome = self.ctx.executor().run(result.actions)
+        known = set(self.ctx.informers.kinds())
         for kind, revision in outcome.revisions.items():
-            if kind in set(self.ctx.informers.kinds()):
+            if kind in known:
                 self.ctx.informers[kind].wait_for(revision, timeout=5.0)
         return outcome

@@ -170,25 +170,39 @@ class NodeInfo:
 
 
 class Snapshot:
-    def __init__(self, nodes: Iterable[core_pb2.Node], bound_pods: Iterable[core_pb2.Pod],
-                 claims: Iterable[core_pb2.PersistentVolumeClaim] = ()) -> None:
+    def __init__(self, nodes: Iterable[core_pb2.Node], bound_pods: Iterable[core_pb2.Pod] = (),
+                 claims: Iterable[core_pb2.PersistentVolumeClaim] = (), *,
+                 bound_infos: Iterable[tuple[str, PodInfo | None]] = ()) -> None:
+        """`bound_pods` are pods with spec.nodeName set; a caller that keeps PodInfos
+        between batches passes them as `bound_infos` (node name, info or None for a
+        pod whose requests do not parse) instead, to skip parsing them again."""
         self.nodes: dict[str, NodeInfo] = {}
         for n in sorted(nodes, key=lambda n: n.metadata.name):
             self.nodes[n.metadata.name] = NodeInfo.of(n)
         self.order = list(self.nodes.values())
         for pod in bound_pods:
-            info = self.nodes.get(pod.spec.node_name)
-            if info is None or pod.status.phase in ("Succeeded", "Failed"):
+            if pod.status.phase in ("Succeeded", "Failed"):
                 continue
             try:
-                info.add(PodInfo.of(pod))
+                self._add(pod.spec.node_name, PodInfo.of(pod))
             except Invalid:
-                info.pods += 1
+                self._add(pod.spec.node_name, None)
+        for node_name, info in bound_infos:
+            self._add(node_name, info)
         self.claims: dict[tuple[str, str], core_pb2.PersistentVolumeClaim] = {
             (c.metadata.namespace, c.metadata.name): c for c in claims
         }
         # Claims bound during this batch (assumed), by key -> node.
         self.claim_nodes: dict[tuple[str, str], str] = {}
+
+    def _add(self, node_name: str, info: PodInfo | None) -> None:
+        node = self.nodes.get(node_name)
+        if node is None:
+            return
+        if info is None:
+            node.pods += 1
+        else:
+            node.add(info)
 
     def claim_bound_node(self, namespace: str, name: str) -> str | None:
         """The node of a claim: a name, "" while unbound, None if there is no such claim."""
