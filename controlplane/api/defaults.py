@@ -234,8 +234,9 @@ _BY_KIND: dict[str, Callable[[Any], None]] = {
 
 
 def apply_defaults(kind: str, api_version: str, obj: Any) -> None:
-    obj.api_version = api_version
-    obj.kind = kind
+    # A different value stays, for validation to refuse naming it.
+    obj.api_version = obj.api_version or api_version
+    obj.kind = obj.kind or kind
     fn = _BY_KIND.get(kind)
     if fn is not None:
         fn(obj)

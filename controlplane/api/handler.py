@@ -237,7 +237,8 @@ class Handler:
             if obj.metadata.resource_version else None
         # A local read is enough to start: the write's expect catches a stale one.
         linearizable = False
-        for attempt in range(MAX_CAS_RETRIES):
+        writes = 0
+        for _ in range(2 * MAX_CAS_RETRIES):
             rec = self.store.get(key, linearizable=linearizable)
             if rec is None and not linearizable:
                 linearizable = True
@@ -248,17 +249,18 @@ class Handler:
                 if rec.revision < want and not linearizable:
                     linearizable = True  # this replica may be behind: read again
                     continue
-                raise Conflict(_modified(key, want, rec.revision))
+                return self._replay_or_conflict(key, rec, want, _rid(request_id, "u0/put0")), \
+                    True
             old = codec.decode(rec)
             new = build(old)
             defaults.apply_defaults(info.kind, info.api_version, new)
             if new.metadata.HasField("deletion_timestamp") and not new.metadata.finalizers \
                     and _may_remove(info, new):
                 validate(info, new, self.settings)
-                return self._remove(info, key, rec, dry_run, _rid(request_id, f"d{attempt}"))
+                return self._remove(info, key, rec, dry_run, _rid(request_id, f"d{writes}"))
             try:
                 return self._write(info, new, old, expect=rec.revision,
-                                   request_id=_rid(request_id, f"u{attempt}"),
+                                   request_id=_rid(request_id, f"u{writes}"),
                                    dry_run=dry_run, current=rec.data,
                                    finish=lambda c, old=old: self._finish(info, old, c,
                                                                           status=status))
@@ -270,8 +272,26 @@ class Handler:
                 if want is not None:
                     raise
                 linearizable = True
+            writes += 1
+            if writes >= MAX_CAS_RETRIES:
+                break
         raise Conflict(f"{_describe_key(key)} keeps changing: gave up after "
                        f"{MAX_CAS_RETRIES} attempts; retry")
+
+    def _replay_or_conflict(self, key: Key, rec: Record, want: int, request_id: str) -> Any:
+        """The object is no longer at `want`. If this request is a retry whose first
+        attempt made that change, the store replays its result; otherwise Conflict.
+
+        The probe re-puts the current bytes with expect=want: it cannot apply (the
+        revision moved on), so it either replays a remembered outcome or fails.
+        """
+        if request_id:
+            replayed = self.store.put(
+                Change(kind=rec.kind, namespace=rec.namespace, name=rec.name, data=rec.data,
+                       labels=rec.labels, fields=rec.fields, unique=rec.unique),
+                expect=want, request_id=request_id, timeout=self.settings.write_timeout)
+            return codec.decode(replayed)
+        raise Conflict(_modified(key, want, rec.revision))
 
     def _finish(self, info: KindInfo, old: Any, new: Any, *, status: bool = False) -> None:
         """Validate an updated, allocated object and stamp its generation."""

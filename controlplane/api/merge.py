@@ -37,16 +37,22 @@ SYSTEM_ANNOTATION_PREFIXES = (
 _WORKLOADS = ("Deployment", "ReplicaSet", "StatefulSet")
 
 
+def copy_field(src: Any, dst: Any, name: str) -> None:
+    """dst.name = src.name, presence included (an unset submessage stays unset, so
+    identical objects serialize to identical bytes)."""
+    if src.HasField(name):
+        getattr(dst, name).CopyFrom(getattr(src, name))
+    else:
+        dst.ClearField(name)
+
+
 def _keep_server_metadata(old: Any, new: Any) -> None:
     o, n = old.metadata, new.metadata
     n.uid = o.uid
-    n.creation_timestamp.CopyFrom(o.creation_timestamp)
+    copy_field(o, n, "creation_timestamp")
     n.generation = o.generation
     n.generate_name = o.generate_name
-    if o.HasField("deletion_timestamp"):
-        n.deletion_timestamp.CopyFrom(o.deletion_timestamp)
-    else:
-        n.ClearField("deletion_timestamp")
+    copy_field(o, n, "deletion_timestamp")
     if o.HasField("deletion_grace_period_seconds"):
         n.deletion_grace_period_seconds = o.deletion_grace_period_seconds
     else:
@@ -66,7 +72,7 @@ def for_update(info: KindInfo, old: Any, new: Any) -> Any:
     out = copy(new)
     _keep_server_metadata(old, out)
     if info.has_status:
-        out.status.CopyFrom(old.status)
+        copy_field(old, out, "status")
     _check_new_finalizers(old, out)
     if info.kind == "Job":
         # The generated selector and template labels come from the stored Job.
@@ -78,7 +84,7 @@ def for_status(info: KindInfo, old: Any, new: Any) -> Any:
     if not info.has_status:
         raise Invalid(f"{info.kind} has no status: use Update", "status")
     out = copy(old)
-    out.status.CopyFrom(new.status)
+    copy_field(new, out, "status")
     out.metadata.resource_version = ""
     return out
 
