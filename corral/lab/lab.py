@@ -627,6 +627,25 @@ def leftovers(name: str, root: Path | None = None) -> list[str]:
     for path in cgroups.exists_anywhere(cgroup):
         found.append(f"cgroup {path}")
     found.extend(f"mount {m}" for m in mounts.under(folder))
+    found.extend(f"process {pid} ({cmd})" for pid, cmd in _processes_naming(folder))
     if folder.exists():
         found.append(f"folder {folder}")
+    return found
+
+
+def _processes_naming(folder: Path) -> list[tuple[int, str]]:
+    """Processes whose command line names a path in `folder` (conmon and Podman
+    name their storage there): a container of the lab that escaped its cgroup."""
+    needle = str(folder).rstrip("/") + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmd:
+            found.append((int(entry), cmd[:120]))
     return found

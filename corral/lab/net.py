@@ -297,3 +297,23 @@ def links(ns: str) -> dict[str, dict[str, Any]]:
         }
 
     return _ipr(ns, run)
+
+
+NSID_NOT_ASSIGNED = 0xFFFFFFFF
+
+
+def nsid(target: str, inside: str | None = None) -> int | None:
+    """The id namespace `inside` (None: the machine's) has for namespace `target`, or
+    None. The kernel assigns one when a link of `inside` has its peer in `target`,
+    so None from the machine's namespace means nothing of `target` is linked to it."""
+    def run() -> int | None:
+        fd = os.open(netns_path(target), os.O_RDONLY)
+        try:
+            with IPRoute() as ipr:
+                got = ipr.get_netnsid(fd=fd)
+        finally:
+            os.close(fd)
+        value = got.get("nsid") if got else None
+        return None if value is None or value in (NSID_NOT_ASSIGNED, -1) else int(value)
+
+    return in_netns(inside, run)
