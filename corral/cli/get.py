@@ -80,13 +80,13 @@ def run(ctx: Context) -> int:
                                        field_selector=a.field_selector)
             results.append((info, objects.sorted_objects(items)))
 
-    single = len(targets) == 1 and not failed
-    print_results(ctx, results, single=single, several_kinds=len(infos) > 1)
+    print_results(ctx, results, single=len(targets) == 1 and not failed,
+                  named=bool(targets), several_kinds=len(infos) > 1)
     return 1 if failed else 0
 
 
 def print_results(ctx: Context, results: Sequence[tuple[kinds.KindInfo, list[Any]]], *,
-                  single: bool, several_kinds: bool) -> None:
+                  single: bool, named: bool, several_kinds: bool) -> None:
     output = ctx.args.output
     everything = [obj for _, objs in results for obj in objs]
     if output in ("yaml", "json"):
@@ -100,7 +100,7 @@ def print_results(ctx: Context, results: Sequence[tuple[kinds.KindInfo, list[Any
                 ctx.out(printers.name_of(info, obj.metadata.name))
         return
     if not everything:
-        if not single:  # a named get that found nothing already said so
+        if not named:  # a named get that found nothing already said so
             namespaced = any(info.namespaced for info, _ in results)
             ns = "" if ctx.all_namespaces else ctx.namespace
             ctx.warn(printers.no_resources(ns, namespaced))
