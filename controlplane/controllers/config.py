@@ -30,7 +30,7 @@ from corral.errors import Invalid
 
 CONTROLLER_NAMES = (
     "scheduler", "replicaset", "deployment", "statefulset", "daemonset", "job", "endpoints",
-    "garbagecollector", "nodelifecycle", "pvcbinding", "eventttl", "ttlafterfinished",
+    "garbagecollector", "nodelifecycle", "pvcbinding", "eventttl",
 )
 
 
