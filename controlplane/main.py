@@ -90,18 +90,17 @@ def leader_services(ctx: LeaderContext) -> list[LeaderService]:
 
 def open_store(config: Config) -> Store:
     """The replicated store of this replica (engineer A's RaftStore)."""
-    from controlplane.store.raft import RaftStore
+    from controlplane.store.raft import RaftConfig, RaftStore
 
-    peers = [addr for name, addr in sorted(config.peers.items()) if name != config.name]
-    store: Store = RaftStore(
-        self_address=config.raft_address,
+    peers = tuple(addr for name, addr in sorted(config.peers.items()) if name != config.name)
+    return RaftStore(RaftConfig(
+        name=config.name,
+        raft_address=config.raft_address,
         peers=peers,
         data_dir=str(config.data_dir),
         password=config.raft_password,
-        name=config.name,
         max_history=config.watch_history,
-    )
-    return store
+    ))
 
 
 class LeaderSupervisor:

@@ -286,11 +286,16 @@ class Handler:
         revision moved on), so it either replays a remembered outcome or fails.
         """
         if request_id:
-            replayed = self.store.put(
-                Change(kind=rec.kind, namespace=rec.namespace, name=rec.name, data=rec.data,
-                       labels=rec.labels, fields=rec.fields, unique=rec.unique),
-                expect=want, request_id=request_id, timeout=self.settings.write_timeout)
-            return codec.decode(replayed)
+            try:
+                replayed = self.store.put(
+                    Change(kind=rec.kind, namespace=rec.namespace, name=rec.name,
+                           data=rec.data, labels=rec.labels, fields=rec.fields,
+                           unique=rec.unique),
+                    expect=want, request_id=request_id, timeout=self.settings.write_timeout)
+            except Conflict:
+                pass
+            else:
+                return codec.decode(replayed)
         raise Conflict(_modified(key, want, rec.revision))
 
     def _finish(self, info: KindInfo, old: Any, new: Any, *, status: bool = False) -> None:

@@ -67,7 +67,9 @@ def leader_hint(store: Store) -> str:
 
 def abort(context: grpc.ServicerContext, err: CorralError, store: Store | None = None) -> NoReturn:
     message = err.message
-    if isinstance(err, Unavailable) and store is not None:
+    if isinstance(err, Unavailable) and err.leader and "leader" not in message:
+        message = f"{message}; the leader's API is at {err.leader}: retry there"
+    elif isinstance(err, Unavailable) and store is not None and not err.leader:
         hint = leader_hint(store)
         if hint:
             message = f"{message}; {hint}: retry there, or retry here once it is reachable"

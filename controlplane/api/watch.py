@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from controlplane.store.base import Event, Record, Store
-from corral.errors import Invalid
+from corral.errors import Invalid, Unavailable
 from corral.selectors import FieldSelector, Selector
 
 
@@ -128,7 +128,12 @@ class WatchStream:
             self._initial = []
             last_bookmark = time.monotonic()
             while not self._stopped(active):
-                batch = self._watch.next(timeout=self._poll)
+                try:
+                    batch = self._watch.next(timeout=self._poll)
+                except Unavailable:
+                    if self._cancelled.is_set():
+                        return  # cancel() closed the store watch to wake us
+                    raise
                 for ev in batch:
                     out = translate(ev, self._flt)
                     if out is not None:
