@@ -62,6 +62,10 @@ class Backoff:
             entry = self._entries.get(key)
             return entry.delay if entry else 0.0
 
+    def reset(self, key: Key) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
     def forget_pod(self, pod_uid: str) -> None:
         with self._lock:
             for key in [k for k in self._entries if k[0] == pod_uid]:

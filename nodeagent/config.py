@@ -41,7 +41,8 @@ class PodmanConfig:
     # Becomes CONTAINERS_CONF of the agent's podman service ("" keeps podman's default).
     containers_conf: str = ""
     storage_driver: str = "overlay"
-    # Default: <state_dir>/storage, <state_dir>/run, <state_dir>/podman-tmp.
+    # Default: <state_dir>/storage, <state_dir>/run, and for tmp_dir the
+    # containers_conf's engine.tmp_dir, else <run_root>/libpod.
     storage_root: str = ""
     run_root: str = ""
     tmp_dir: str = ""
@@ -110,10 +111,6 @@ class AgentConfig:
     @property
     def run_root(self) -> str:
         return self.podman.run_root or str(self.state_path / "run")
-
-    @property
-    def podman_tmp_dir(self) -> str:
-        return self.podman.tmp_dir or str(self.state_path / "podman-tmp")
 
     @property
     def cgroup_parent(self) -> str:

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,10 +51,31 @@ def storage_conf(cfg: AgentConfig) -> str:
     )
 
 
+def conf_tmp_dir(containers_conf: str) -> str:
+    """engine.tmp_dir of a containers.conf ("" when unset or unreadable)."""
+    if not containers_conf:
+        return ""
+    try:
+        with open(containers_conf, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+    value = data.get("engine", {}).get("tmp_dir", "")
+    return value if isinstance(value, str) else ""
+
+
+def tmp_dir(cfg: AgentConfig) -> str:
+    """Podman's libpod tmp dir (alive marker, exit files, events log): podman.tmp_dir,
+    else the containers.conf's engine.tmp_dir, else <run_root>/libpod. Never
+    Podman's default /run/libpod, which every agent of the machine would share."""
+    return cfg.podman.tmp_dir or conf_tmp_dir(cfg.podman.containers_conf) \
+        or str(Path(cfg.run_root) / "libpod")
+
+
 def service_command(cfg: AgentConfig) -> list[str]:
     cmd = [
         cfg.podman.binary,
-        "--tmpdir", cfg.podman_tmp_dir,
+        "--tmpdir", tmp_dir(cfg),
         "--events-backend", "file",
         "system", "service", "--time", "0", f"unix://{cfg.podman_socket}",
     ]
@@ -93,8 +115,7 @@ class PodmanService:
     # ---- lifecycle --------------------------------------------------------------
     def start(self, wait: float = 60.0) -> None:
         """Start the service and the supervisor; return once the API answers."""
-        for path in (self.cfg.state_path, self.cfg.state_path / "tmp",
-                     Path(self.cfg.podman_tmp_dir)):
+        for path in (self.cfg.state_path, self.cfg.state_path / "tmp", Path(tmp_dir(self.cfg))):
             path.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
         self._spawn()

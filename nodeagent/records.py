@@ -62,6 +62,7 @@ class ContainerRecord:
     image_id: str
     grace_seconds: int
     oom_killed: bool = False
+    pid: int = 0
 
     @property
     def running(self) -> bool:
@@ -150,6 +151,7 @@ def from_podman(attrs: Mapping[str, Any]) -> ContainerRecord | None:
         image=str(attrs.get("Image", "")),
         image_id=str(attrs.get("ImageID", "")),
         grace_seconds=max(0, grace),
+        pid=int(attrs.get("Pid") or 0) if state == RUNNING else 0,
     )
 
 

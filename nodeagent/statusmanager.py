@@ -1,0 +1,168 @@
+"""Uploads pod statuses: only on change, compare-and-set, retried (kubelet's status manager).
+
+Pod workers `set()` the status they computed; the manager remembers the last
+status it wrote per pod and queues a write only when the new one differs. A
+write reads the pod (the informer's copy, or the one the last write returned,
+whichever is newer), and if the store already holds exactly that status it
+writes nothing; otherwise UpdateStatus with the pod's resourceVersion (CAS).
+A conflict re-reads the pod from the API and tries again; a pod that is gone
+(or now has another uid) is forgotten. Every `resync_period` all pods are checked
+again, in case someone else overwrote a status.
+
+Threads model: a WorkQueue with `workers` threads, so thirty new pods do not
+wait for each other's Raft commits; one pod's writes are serialized.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from corral.client import Client
+from corral.errors import Conflict, CorralError, NotFound
+from corral.v1 import core_pb2
+from nodeagent.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICTS = 5
+
+
+@dataclass
+class _Entry:
+    namespace: str
+    name: str
+    status: core_pb2.PodStatus
+    written: bytes = b""
+
+
+def _rv(pod: Any) -> int:
+    try:
+        return int(pod.metadata.resource_version)
+    except (ValueError, AttributeError):
+        return 0
+
+
+class StatusManager:
+    def __init__(self, client: Client, cached_pod: Callable[[str, str], core_pb2.Pod | None], *,
+                 workers: int = 4, resync_period: float = 30.0) -> None:
+        self._client = client
+        self._cached_pod = cached_pod
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._latest: dict[str, core_pb2.Pod] = {}
+        self._queue = WorkQueue("status", self._write, workers=workers, retry_delay=1.0)
+        self.resync_period = resync_period
+        self._stop = threading.Event()
+        self.writes = 0
+        self.conflicts = 0
+
+    def start(self) -> None:
+        self._queue.start()
+        threading.Thread(target=self._resync_loop, name="status-resync", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._queue.stop()
+
+    def set(self, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> None:
+        uid = pod.metadata.uid
+        data = status.SerializeToString(deterministic=True)
+        with self._lock:
+            entry = self._entries.get(uid)
+            if entry is not None and entry.written == data:
+                entry.status = status
+                return
+            if entry is None:
+                entry = _Entry(pod.metadata.namespace, pod.metadata.name, status)
+                self._entries[uid] = entry
+            else:
+                entry.status = status
+        self._queue.add(uid)
+
+    def get(self, uid: str) -> core_pb2.PodStatus | None:
+        with self._lock:
+            entry = self._entries.get(uid)
+            return entry.status if entry else None
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._entries.pop(uid, None)
+            self._latest.pop(uid, None)
+
+    def idle(self) -> bool:
+        return self._queue.idle()
+
+    def _resync_loop(self) -> None:
+        while not self._stop.wait(self.resync_period):
+            with self._lock:
+                uids = list(self._entries)
+            for uid in uids:
+                self._queue.add(uid)
+
+    def _current(self, uid: str, entry: _Entry) -> core_pb2.Pod | None:
+        cached = self._cached_pod(entry.namespace, entry.name)
+        with self._lock:
+            latest = self._latest.get(uid)
+        if cached is not None and cached.metadata.uid != uid:
+            cached = None
+        if latest is not None and (cached is None or _rv(latest) > _rv(cached)):
+            return latest
+        return cached
+
+    def _write(self, key: Any) -> None:
+        uid = str(key)
+        with self._lock:
+            entry = self._entries.get(uid)
+            if entry is None:
+                return
+            status = entry.status
+        data = status.SerializeToString(deterministic=True)
+        pod = self._current(uid, entry)
+        for _attempt in range(MAX_CONFLICTS):
+            if pod is None:
+                try:
+                    pod = self._client.get("Pod", entry.name, entry.namespace)
+                except NotFound:
+                    self.forget(uid)
+                    return
+                if pod.metadata.uid != uid:
+                    self.forget(uid)
+                    return
+            if pod.status.SerializeToString(deterministic=True) == data:
+                self._mark_written(uid, data, pod)
+                return
+            new = core_pb2.Pod()
+            new.CopyFrom(pod)
+            new.status.CopyFrom(status)
+            try:
+                written = self._client.update_status(new)
+            except Conflict:
+                self.conflicts += 1
+                pod = None
+                continue
+            except NotFound:
+                self.forget(uid)
+                return
+            except CorralError as err:
+                log.warning("status of pod %s/%s: %s", entry.namespace, entry.name, err)
+                raise
+            self.writes += 1
+            self._mark_written(uid, data, written)
+            return
+        raise Conflict(f"status of pod {entry.namespace}/{entry.name}: "
+                       f"{MAX_CONFLICTS} conflicts in a row")
+
+    def _mark_written(self, uid: str, data: bytes, pod: core_pb2.Pod) -> None:
+        with self._lock:
+            entry = self._entries.get(uid)
+            if entry is None:
+                return
+            entry.written = data
+            self._latest[uid] = pod
+            if entry.status.SerializeToString(deterministic=True) != data:
+                # A newer status arrived while we wrote: write again.
+                self._queue.add(uid)
