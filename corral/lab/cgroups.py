@@ -155,11 +155,22 @@ def _kill(victims: set[int]) -> None:
             pass
 
 
-def remove_tree(cgroup: str, mounts: list[Path] | None = None) -> list[Path]:
+def remove_tree(cgroup: str, mounts: list[Path] | None = None,
+                timeout: float = 2.0) -> list[Path]:
     """rmdir `cgroup` and everything below it in every hierarchy; return what is left
-    (directories still holding tasks)."""
+    (directories still holding tasks). Retries for `timeout` seconds: a task that
+    was just killed keeps its cgroup busy until it has been reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = _remove_once(cgroup, mounts if mounts is not None else all_mounts())
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
+
+
+def _remove_once(cgroup: str, hierarchies: list[Path]) -> list[Path]:
     left = []
-    for mount in mounts if mounts is not None else all_mounts():
+    for mount in hierarchies:
         top = mount / cgroup.lstrip("/")
         if not top.is_dir():
             continue

@@ -136,6 +136,9 @@ def wait_gone(pids: Iterable[int], timeout: float = 10.0) -> set[int]:
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
+    # A child of ours that died since the last reap is a zombie until reaped, and a
+    # zombie keeps its cgroup busy (rmdir fails with EBUSY).
+    reap()
     return left
 
 
