@@ -1,0 +1,246 @@
+"""End to end: the real `corral` console script, as a subprocess, against three real
+`corral-controlplane` replicas on loopback (tests/cluster.py).
+
+One cluster serves the whole module (starting three replicas is the slow part);
+each test works in namespaces of its own. The test that kills a replica runs
+last and restarts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster import Cluster, free_port
+
+pytestmark = pytest.mark.integration
+
+CORRAL = str(Path(sys.executable).parent / "corral")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("e2e"), 3)
+    try:
+        yield c
+    finally:
+        # pytest shows this output only for failed tests: the replicas' story.
+        for r in c.replicas:
+            print(c.tail(r, 30), file=sys.stderr)
+        c.close()
+
+
+def corral(*args: str, servers: Sequence[str], stdin: str | None = None,
+           env: dict[str, str] | None = None, home: Path | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    full_env["HOME"] = str(home or "/nonexistent")
+    if servers:
+        full_env["CORRAL_SERVER"] = ",".join(servers)
+    full_env.update(env or {})
+    return subprocess.run([CORRAL, *args], input=stdin, capture_output=True, text=True,
+                          env=full_env, timeout=timeout, check=False)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def app_manifest(ns: str) -> str:
+    return f"""\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: {ns}
+  labels: {{app: web}}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: localhost/busybox:latest
+        command: [httpd, -f, -p, "8080"]
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: {ns}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: {ns}
+data:
+  greeting: hello
+"""
+
+
+def test_apply_on_one_replica_read_on_another(cluster: Cluster, tmp_path: Path) -> None:
+    ns = unique("e2e")
+    first, _, third = cluster.endpoints
+    path = tmp_path / "app.yaml"
+    path.write_text(app_manifest(ns))
+    r = corral("apply", "-f", str(path), servers=[first])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"namespace/{ns} created", "deployment.apps/web created",
+                                     "service/web created", "configmap/settings created"]
+
+    r = corral("get", "all", "-n", ns, servers=[third])
+    assert r.returncode == 0, r.stderr
+    names = [line.split()[0] for line in r.stdout.splitlines() if line]
+    assert names == ["NAME", "service/web", "NAME", "deployment.apps/web"]
+    r = corral("get", "deploy", "web", "-n", ns, "-o", "json", servers=[third])
+    assert json.loads(r.stdout)["spec"]["replicas"] == 3
+
+    r = corral("describe", "svc", "web", "-n", ns, servers=[third])
+    assert r.returncode == 0, r.stderr
+    assert f"Namespace:          {ns}" in r.stdout
+    assert "TargetPort:         8080/TCP" in r.stdout
+    assert r.stdout.rstrip().endswith("Events:  <none>")
+
+    r = corral("delete", "cm", "settings", "-n", ns, servers=[first])
+    assert (r.returncode, r.stdout) == (0, 'configmap "settings" deleted\n')
+    r = corral("get", "cm", "settings", "-n", ns, servers=[third])
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1, "", 'error: configmaps "settings" not found\n')
+    r = corral("delete", "ns", ns, servers=[third])
+    assert r.returncode == 0, r.stderr
+    r = corral("get", "deploy", "-n", ns, servers=[first])
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr == f"No resources found in {ns} namespace.\n"
+
+
+def test_bad_multi_document_apply_writes_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    ns = unique("bad")
+    bad = app_manifest(ns).replace("containerPort: 8080", "containerPort: x")
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    r = corral("apply", "-f", str(path), servers=cluster.endpoints)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.splitlines()[0] == (
+        f'error: {path}: document 2 (Deployment web): spec.template.spec.containers[0].'
+        f'ports[0].containerPort: expected an integer, got string "x"')
+
+    # Server-side validation (an out-of-range port) refuses the whole file too.
+    path.write_text(app_manifest(ns).replace("port: 80,", "port: 80000,"))
+    r = corral("apply", "-f", str(path), servers=cluster.endpoints)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0].startswith(
+        f"error: {path}: document 3 (Service web): ")
+    assert "spec.ports[0].port" in r.stderr
+    for kind, name in (("namespace", ns), ("deployment", "web")):
+        r = corral("get", kind, name, "-n", ns, servers=cluster.endpoints)
+        assert r.returncode == 1 and "not found" in r.stderr
+
+    path.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+                    "  - name: c\n    image: x\n   bad: indent\n")
+    r = corral("apply", "-f", str(path), servers=cluster.endpoints)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"error: {path}: document 1: YAML syntax error at line 8")
+
+    r = corral("get", "widgets", servers=cluster.endpoints)
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: the server doesn't have a resource type 'widgets'")
+
+
+def test_yaml_output_round_trips_through_apply(cluster: Cluster, tmp_path: Path) -> None:
+    ns = unique("rt")
+    corral("apply", "-f", "-", stdin=app_manifest(ns), servers=cluster.endpoints)
+    out = corral("get", "deploy,svc,cm", "-n", ns, "-o", "yaml", servers=cluster.endpoints)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["kind"] == "List"
+    r = corral("apply", "-f", "-", stdin=out.stdout, servers=cluster.endpoints[::-1])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["deployment.apps/web unchanged", "service/web unchanged",
+                                     "configmap/settings unchanged"]
+    corral("delete", "ns", ns, servers=cluster.endpoints)
+
+
+def test_cluster_status_json(cluster: Cluster) -> None:
+    r = corral("cluster", "status", "-o", "json", servers=cluster.endpoints)
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    names = sorted(m["name"] for m in status["members"])
+    assert names == sorted(rep.name for rep in cluster.replicas)
+    assert status["leader"] == cluster.leader().name
+    assert status["term"] >= 1 and status["commitIndex"] >= 1
+    for m in status["members"]:
+        assert m["reachable"] is True
+        assert m["appliedIndex"] >= 1
+        assert m["raftAddress"] == cluster.replica(m["name"]).raft_address
+    assert [m["state"] for m in status["members"]].count("leader") == 1
+    r = corral("cluster", "status", servers=cluster.endpoints)
+    assert r.stdout.splitlines()[0].startswith(f"Leader: {status['leader']}   Term: ")
+
+
+def test_config_file_and_unix_socket(cluster: Cluster, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".corral").mkdir(parents=True)
+    ns = unique("cfg")
+    sock = cluster.replicas[1].socket
+    (home / ".corral" / "config.yaml").write_text(
+        yaml.safe_dump({"servers": [f"unix:{sock}"], "namespace": ns}))
+    r = corral("create", "namespace", ns, servers=[], home=home)
+    assert (r.returncode, r.stdout) == (0, f"namespace/{ns} created\n"), r.stderr
+    r = corral("apply", "-f", "-", servers=[], home=home,
+               stdin="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    assert r.stdout == "configmap/c created\n", r.stderr
+    r = corral("get", "cm", "-o", "name", servers=[cluster.endpoints[0]], home=home)
+    assert r.stdout == "configmap/c\n"  # namespace from the file, server from CORRAL_SERVER
+    corral("delete", "ns", ns, servers=cluster.endpoints)
+
+
+def test_dead_first_endpoint_is_skipped(cluster: Cluster) -> None:
+    """Runs last in this module: it kills a replica and starts it again."""
+    never = f"127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    r = corral("get", "ns", "default", "-o", "name", servers=[never, *cluster.endpoints])
+    assert (r.returncode, r.stdout) == (0, "namespace/default\n"), r.stderr
+    assert time.monotonic() - start < 15
+
+    victim = cluster.followers()[0]
+    victim.kill()
+    try:
+        live = [e for e in cluster.endpoints if e != victim.api_address]
+        ns = unique("dead")
+        r = corral("create", "namespace", ns, servers=[victim.api_address, *live])
+        assert (r.returncode, r.stdout) == (0, f"namespace/{ns} created\n"), r.stderr
+        r = corral("get", "ns", ns, "-o", "name", servers=[victim.api_address, *live])
+        assert r.stdout == f"namespace/{ns}\n"
+        r = corral("cluster", "status", "-o", "json", servers=[victim.api_address, *live])
+        status = json.loads(r.stdout)
+        dead = next(m for m in status["members"] if m["name"] == victim.name)
+        assert dead["reachable"] is False
+        corral("delete", "ns", ns, servers=live)
+        r = corral("get", "ns", "--request-timeout", "2s", servers=[victim.api_address])
+        assert r.returncode == 1
+        assert r.stderr.startswith("error: no control plane replica answered")
+    finally:
+        victim.start()
+        cluster.wait_ready()
