@@ -48,6 +48,7 @@ from corral.errors import (
     FailedPrecondition,
     Invalid,
     NotFound,
+    Unavailable,
 )
 from corral.kinds import KindInfo
 from corral.selectors import parse_field_selector, parse_label_selector
@@ -100,6 +101,16 @@ class Handler:
 
     def _now(self, msg: Message) -> None:
         msg.seconds = int(self._clock())  # type: ignore[attr-defined]
+
+    def require_quorum(self) -> None:
+        """Fail fast (UNAVAILABLE) on a replica that cannot reach a majority, instead
+        of letting the call wait out its deadline: the client then tries another
+        replica at once. Stale reads skip this check."""
+        st = self.store.local_status()
+        if not st.has_quorum:
+            raise Unavailable(f"replica {st.name} cannot reach a majority of the control "
+                              "plane members (no quorum), so it can neither write nor "
+                              "confirm a read is up to date; nothing was done")
 
     def _get_record(self, key: Key, linearizable: bool = True) -> Record:
         rec = self.store.get(key, linearizable=linearizable)
@@ -156,12 +167,16 @@ class Handler:
     def get(self, kind: str, namespace: str, name: str, *, stale: bool = False) -> Any:
         info = self.kind_info(kind)
         key = self._key(info, namespace, name)
+        if not stale:
+            self.require_quorum()
         return codec.decode(self._get_record(key, linearizable=not stale))
 
     def list(self, kind: str, namespace: str = "", *, label_selector: str = "",
              field_selector: str = "", stale: bool = False) -> tuple[list[Any], int]:
         info = self.kind_info(kind)
         flt = self._filter(info, namespace, label_selector, field_selector)
+        if not stale:
+            self.require_quorum()
         records, rev = self.store.list(info.kind, flt.namespace or None,
                                        linearizable=not stale)
         return [codec.decode(r) for r in records if flt.matches(r)], rev
@@ -178,6 +193,8 @@ class Handler:
         info = kinds.of(obj)
         new = codec.copy(obj)
         self._prepare_create(info, new)
+        if not dry_run:
+            self.require_quorum()
         for attempt in range(MAX_CAS_RETRIES):
             try:
                 return self._write(info, new, None, expect=MUST_NOT_EXIST,
@@ -233,6 +250,7 @@ class Handler:
                            status: bool = False) -> tuple[Any, bool]:
         """(stored object, whether anything was written)."""
         key = self._key(info, obj.metadata.namespace, obj.metadata.name)
+        self.require_quorum()
         want = parse_revision(obj.metadata.resource_version) \
             if obj.metadata.resource_version else None
         # A local read is enough to start: the write's expect catches a stale one.
@@ -312,6 +330,7 @@ class Handler:
         """(object, "created" | "configured" | "unchanged")."""
         info = kinds.of(obj)
         key = self._key(info, obj.metadata.namespace, obj.metadata.name)
+        self.require_quorum()
         manifest = codec.copy(obj)
         manifest.metadata.resource_version = ""
         for attempt in range(MAX_CAS_RETRIES):
@@ -348,6 +367,7 @@ class Handler:
         opts = DeleteOptions.parse(grace_period_seconds, propagation_policy)
         want = parse_revision(precondition_resource_version) \
             if precondition_resource_version else None
+        self.require_quorum()
         if info.kind == "Namespace":
             return self._delete_namespace(key, want, precondition_uid, dry_run, request_id)
         for attempt in range(MAX_CAS_RETRIES):
@@ -415,6 +435,8 @@ class Handler:
         """A WatchStream (raises Expired / Invalid before anything is streamed)."""
         info = self.kind_info(kind)
         flt = self._filter(info, namespace, label_selector, field_selector)
+        if not resource_version and not stale:
+            self.require_quorum()
         return WatchStream(self.store, info.kind, flt, resource_version,
                            bookmarks=allow_bookmarks,
                            bookmark_interval=self.settings.bookmark_interval,

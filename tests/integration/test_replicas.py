@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from corral.client import Client
-from corral.errors import AlreadyExists, CorralError, Timeout
+from corral.errors import AlreadyExists, CorralError, Timeout, Unavailable
 from corral.v1 import core_pb2
 from tests.cluster import Cluster, ReplicaProcess
 
@@ -264,3 +264,28 @@ def test_sigterm_stops_gracefully_and_ends_watches(controlplane: Cluster) -> Non
     assert time.monotonic() - started < 15
     assert "stopped" in victim.log_text()
     c.close()
+
+
+def test_without_quorum_calls_fail_fast_with_unavailable(controlplane: Cluster) -> None:
+    with controlplane.client() as c:
+        c.create(cm("before"))
+    leader = controlplane.leader()
+    survivor = controlplane.followers()[0]
+    for r in controlplane.replicas:
+        if r is not survivor:
+            r.kill()
+    wait_until(lambda: survivor.health() == "NOT_SERVING", 15, "health to say NOT_SERVING")
+    with survivor.client(retry_for=0.5, timeout=15.0) as c:
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as info:
+            c.create(cm("after"))
+        assert time.monotonic() - started < 5
+        assert "no quorum" in str(info.value)
+        with pytest.raises(Unavailable):
+            c.get("cm", "before", "default")
+        # A stale read still answers from this replica's own state.
+        assert c.get("cm", "before", "default", stale=True).metadata.name == "before"
+    leader.start()
+    controlplane.wait_ready(replicas=[survivor, leader])
+    with survivor.client() as c:
+        c.create(cm("after"))
