@@ -96,6 +96,19 @@ def _lab_unavailable(sub: Any, err: BaseException) -> None:
     p.set_defaults(run=run)
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse, except that for verbs running a command (`exec POD -- CMD ...`)
+    everything after the first `--` is the command, flags included."""
+    if "--" in argv:
+        cut = argv.index("--")
+        head = parser.parse_args(argv[:cut])
+        if getattr(head, "takes_command", False):
+            head.command = argv[cut + 1:]
+            head.command_after_dashes = True
+            return head
+    return parser.parse_args(argv)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -108,7 +121,7 @@ def main(
     ctx: Context | None = None
     try:
         parser = build_parser()
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parse(parser, list(argv) if argv is not None else sys.argv[1:])
         if getattr(args, "verb", None) is None:
             parser.print_help(stdout if stdout is not None else sys.stdout)
             return 0

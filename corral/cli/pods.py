@@ -45,8 +45,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     e.add_argument("-c", "--container", default="")
     e.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
     e.add_argument("-t", "--tty", action="store_true", help="ask for a terminal")
-    e.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
-    e.set_defaults(run=run_exec)
+    # main() hands over everything after `--` as `command`, untouched by argparse.
+    e.add_argument("command", nargs="*", metavar="-- CMD ARGS...")
+    e.set_defaults(run=run_exec, takes_command=True)
 
     t = sub.add_parser("top", help="CPU and memory use of nodes or pods")
     verbs = t.add_subparsers(dest="top_verb", metavar="nodes|pods", required=True,
@@ -102,8 +103,8 @@ def _stdin_chunks(ctx: Context) -> Iterator[bytes]:
 def run_exec(ctx: Context) -> int:
     a = ctx.args
     command = list(a.command)
-    if command and command[0] == "--":
-        command = command[1:]
+    if not getattr(a, "command_after_dashes", False) and command:
+        raise UsageError("corral exec POD CMD is not supported: use corral exec POD -- CMD")
     if not command:
         raise UsageError("give the command after --: corral exec POD -- CMD ARGS...")
     start = api_pb2.ExecStart(namespace=ctx.namespace, name=_pod_name(a.pod),
