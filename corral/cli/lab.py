@@ -82,7 +82,9 @@ class RichReporter:
 
 
 def _console(stream: IO[str]) -> Console:
-    return Console(file=stream, highlight=False, soft_wrap=True)
+    # Not a terminal (a pipe, a log): wide enough that the status table does not wrap.
+    width = None if stream.isatty() else 160
+    return Console(file=stream, highlight=False, width=width)
 
 
 def _components(text: str) -> tuple[str, ...]:
@@ -241,11 +243,10 @@ def _print_status(st: labmod.LabStatus, console: Console) -> None:
         table.add_column(col)
     for h in st.hosts:
         link = h.link if h.bridge == "br0" or h.link == "cut" else f"{h.link} (island {h.bridge})"
-        proc_text = ", ".join(
-            f"{p.component} {p.pid or '-'} {'running' if p.running else 'stopped'}"
-            for p in h.processes) or "-"
+        proc_text = " ".join(
+            f"{p.component}:{p.pid if p.running else 'stopped'}" for p in h.processes) or "-"
         if h.raft is not None:
-            raft = f"{h.raft.state} term {h.raft.term} applied {h.raft.applied_index}"
+            raft = f"{h.raft.state}, term {h.raft.term}, applied {h.raft.applied_index}"
         elif h.control_plane and h.power == "on":
             raft = f"no answer ({h.raft_error})" if h.raft_error else "no answer"
         else:

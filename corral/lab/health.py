@@ -51,17 +51,26 @@ def raft_verdict(views: Sequence[ReplicaView]) -> tuple[bool, str]:
     return True, f"leader {leaders.pop()}"
 
 
-def node_ready(node: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+def node_ready(node: Any, since: float = 0.0) -> bool:
+    """Ready=True, posted at or after `since` (wall clock seconds): a host that just
+    came back must not count as Ready on the strength of a heartbeat from before
+    its power loss."""
+    for c in node.status.conditions:
+        if c.type == "Ready" and c.status == "True":
+            beat = c.last_heartbeat_time.seconds + c.last_heartbeat_time.nanos / 1e9
+            return beat >= since
+    return False
 
 
-def nodes_verdict(nodes: Iterable[Any], wanted: Sequence[str]) -> tuple[bool, str]:
-    """Ready when every node named in `wanted` exists with condition Ready=True."""
+def nodes_verdict(nodes: Iterable[Any], wanted: Sequence[str],
+                  since: float = 0.0) -> tuple[bool, str]:
+    """Ready when every node named in `wanted` exists with condition Ready=True
+    heartbeated at or after `since`."""
     by_name = {n.metadata.name: n for n in nodes}
     missing = [w for w in wanted if w not in by_name]
     if missing:
         return False, f"nodes not registered yet: {', '.join(missing)}"
-    unready = [w for w in wanted if not node_ready(by_name[w])]
+    unready = [w for w in wanted if not node_ready(by_name[w], since)]
     if unready:
         return False, f"nodes not Ready yet: {', '.join(unready)}"
     return True, f"{len(wanted)} nodes Ready"

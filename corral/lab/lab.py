@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from corral.client import Client
+from corral.errors import CorralError
 from corral.lab import cgroups, configs, health, image, mounts, net, power, preflight, procs
 from corral.lab import state as labstate
 from corral.lab.errors import LabError
@@ -138,6 +139,22 @@ class LabStatus:
     islands: dict[str, list[str]]
 
 
+def write_files(p: LabPlan) -> None:
+    """Every host's folders and config files, and the lab's Raft password (0600)."""
+    if not p.password_file.exists():
+        fd = os.open(p.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    for h in p.hosts:
+        for folder in (h.etc, h.logs, h.run, h.storage):
+            folder.mkdir(parents=True, exist_ok=True)
+        for proc in h.processes:
+            h.data(proc.component).mkdir(parents=True, exist_ok=True)
+            proc.config.write_text(configs.render_component(p, h, proc.component))
+        (h.etc / "containers.conf").write_text(configs.containers_conf(h))
+        (h.etc / "storage.conf").write_text(configs.storage_conf(p, h))
+
+
 class Lab:
     def __init__(self, lab_plan: LabPlan, state: LabState,
                  reporter: Reporter | None = None) -> None:
@@ -211,7 +228,7 @@ class Lab:
               wait: bool) -> None:
         p, st, rep = self.plan, self.state, self.reporter
         rep.phase("Writing host folders and configs")
-        self._write_files()
+        write_files(p)
         rep.phase(f"Wiring {len(p.hosts)} hosts to the switch")
         for name in p.namespaces:
             st.note("namespaces", name)
@@ -253,21 +270,6 @@ class Lab:
         command = self.state.commands.get(component) or _resolve_script(component)
         return [*command, "--config", str(host.process(component).config)]
 
-    def _write_files(self) -> None:
-        p = self.plan
-        if not p.password_file.exists():
-            fd = os.open(p.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
-        for h in p.hosts:
-            for folder in (h.etc, h.logs, h.run, h.storage):
-                folder.mkdir(parents=True, exist_ok=True)
-            for proc in h.processes:
-                h.data(proc.component).mkdir(parents=True, exist_ok=True)
-                proc.config.write_text(configs.render_component(p, h, proc.component))
-            (h.etc / "containers.conf").write_text(configs.containers_conf(h))
-            (h.etc / "storage.conf").write_text(configs.storage_conf(p, h))
-
     def _write_default_client_config(self, path: Path) -> None:
         if path.exists():
             owner = configs.written_by(path.read_text(errors="replace"))
@@ -287,18 +289,22 @@ class Lab:
     def wait_ready(self, timeout: float = UP_TIMEOUT, *, wait_nodes: bool = True,
                    hosts: Sequence[str] | None = None) -> str:
         """Wait for a Raft leader every powered replica agrees on (and, with agents,
-        every powered host's Node Ready); return the leader's name. On timeout, or
-        when a process dies, LabError with the failing hosts' log tails."""
+        every powered host's Node Ready, heartbeated since its agent started);
+        return the leader's name. With `hosts`, only their replicas must agree on it.
+        On timeout, or when a process dies, LabError with the failing hosts' log
+        tails."""
         deadline = time.monotonic() + timeout
-        powered = [h for h in self.plan.hosts
-                   if self.state.host(h.name).power == "on" and (hosts is None or h.name in hosts)]
-        cps = [h for h in powered if h.control_plane]
+        powered = [h for h in self.plan.hosts if self.state.host(h.name).power == "on"]
+        chosen = [h for h in powered if hosts is None or h.name in hosts]
+        cps = [h for h in chosen if h.control_plane] or \
+            [h for h in powered if h.control_plane]
         self.reporter.phase(f"Waiting for a Raft leader ({len(cps)} replicas)")
         leader = self._wait(deadline, lambda: self._raft_check(cps), cps, CONTROLPLANE)
-        agents = [h for h in powered if any(pr.component == AGENT for pr in h.processes)]
+        agents = [h for h in chosen if any(pr.component == AGENT for pr in h.processes)]
         if wait_nodes and agents:
+            since = min(self.state.host(h.name).processes[AGENT].start_time for h in agents)
             self.reporter.phase(f"Waiting for {len(agents)} nodes to be Ready")
-            self._wait(deadline, lambda: self._nodes_check(agents), agents, AGENT)
+            self._wait(deadline, lambda: self._nodes_check(agents, since), agents, AGENT)
         return leader
 
     def _wait(self, deadline: float, check: Callable[[], tuple[bool, str, list[str]]],
@@ -324,16 +330,20 @@ class Lab:
         failing = [v.host for v in views if v.status is None or not v.status.leader]
         return False, why, failing
 
-    def _nodes_check(self, agents: Sequence[HostPlan]) -> tuple[bool, str, list[str]]:
+    def _nodes_check(self, agents: Sequence[HostPlan],
+                     since: float) -> tuple[bool, str, list[str]]:
+        live = [h.name for h in self.plan.control_plane_hosts
+                if self.state.host(h.name).power == "on"]
         try:
-            with self.client(retry_for=0.0, timeout=2.0) as c:
+            with self.client(live, retry_for=0.0, timeout=2.0) as c:
                 nodes, _ = c.list("Node")
-        except Exception as err:  # any failure to list is "not ready yet"
+        except CorralError as err:  # a replica without quorum yet: not ready yet
             return False, f"cannot list nodes: {err}", []
         wanted = [h.name for h in agents]
-        ok, why = health.nodes_verdict(nodes, wanted)
+        ok, why = health.nodes_verdict(nodes, wanted, since)
         by_name = {n.metadata.name: n for n in nodes}
-        failing = [w for w in wanted if w not in by_name or not health.node_ready(by_name[w])]
+        failing = [w for w in wanted
+                   if w not in by_name or not health.node_ready(by_name[w], since)]
         return ok, why, failing
 
     def _check_alive(self, hosts: Sequence[HostPlan]) -> None:
@@ -408,7 +418,7 @@ class Lab:
             started = power.start_processes(self.plan, h, hs, self.backend,
                                             lambda c: self._argv_for(h, c), _process_env())
             self._save()
-        if wait and h.control_plane:
+        if wait:
             self.wait_ready(timeout, wait_nodes=True, hosts=[h.name])
         return [r.component for r in started]
 
@@ -546,8 +556,12 @@ def down(name: str, root: Path | None = None, *, reporter: Reporter | None = Non
             st = labstate.load(folder / "lab.json")
         except LabError as err:
             rep.warn(str(err))
-    if st is None and not folder.exists() and not _owned_netns(name):
-        raise LabError(f"no lab named {name!r} under {root}")
+    if st is None and not folder.exists():
+        if not _owned_netns(name) and not cgroups.exists_anywhere(f"/corral-lab-{name}"):
+            raise LabError(f"no lab named {name!r} under {root}")
+        rep.warn(f"no state folder {folder}: removing what the lab's names point at "
+                 "(processes, namespaces, cgroups); if the lab was made with another "
+                 "CORRAL_LAB_ROOT, run down again with that root to remove its folder")
     cgroup = f"/corral-lab-{name}"
     with labstate.locked(folder / ".lock") if folder.exists() else _nolock():
         if st is not None:

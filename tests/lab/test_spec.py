@@ -203,10 +203,11 @@ def test_raft_verdict_wants_one_leader_all_agree_on() -> None:
     assert not health.raft_verdict([])[0]
 
 
-def node(name: str, ready: str | None) -> core_pb2.Node:
+def node(name: str, ready: str | None, beat: int = 1000) -> core_pb2.Node:
     n = core_pb2.Node(metadata=meta_pb2.ObjectMeta(name=name))
     if ready is not None:
-        n.status.conditions.add(type="Ready", status=ready)
+        cond = n.status.conditions.add(type="Ready", status=ready)
+        cond.last_heartbeat_time.seconds = beat
     return n
 
 
@@ -254,3 +255,11 @@ def test_default_subnet_does_not_overlap_the_cluster_ranges() -> None:
     s = ipaddress.ip_network(LabSpec().subnet)
     for other in (LabSpec().cluster_cidr, LabSpec().service_cidr):
         assert not s.overlaps(ipaddress.ip_network(other))
+
+
+def test_a_node_ready_only_from_before_a_restart_is_not_ready_yet() -> None:
+    stale, fresh = node("h1", "True", beat=1000), node("h2", "True", beat=2000)
+    assert health.node_ready(stale) and health.node_ready(stale, since=1000.0)
+    assert not health.node_ready(stale, since=1500.0)
+    ok, why = health.nodes_verdict([stale, fresh], ["h1", "h2"], since=1500.0)
+    assert not ok and why == "nodes not Ready yet: h1"
