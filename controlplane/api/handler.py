@@ -200,8 +200,7 @@ class Handler:
                 return self._write(info, new, None, expect=MUST_NOT_EXIST,
                                    request_id=_rid(request_id, f"c{attempt}"),
                                    require_namespace=new.metadata.namespace,
-                                   dry_run=dry_run,
-                                   finish=lambda c: validate(info, c, self.settings))[0]
+                                   dry_run=dry_run)[0]
             except AlreadyExists:
                 if not obj.metadata.name and obj.metadata.generate_name:
                     # A generated name collided: draw another.
@@ -229,7 +228,7 @@ class Handler:
             new.ClearField("status")
         defaults.apply_defaults(info.kind, info.api_version, new)
         defaults.create_defaults(info.kind, new)
-        # Validated here too, so a bad object fails before any store read.
+        # Allocation only fills values validation already allows, so once is enough.
         validate(info, new, self.settings)
 
     # ---- update ------------------------------------------------------------------------
