@@ -63,6 +63,10 @@ def load(ctx: Context, paths: Sequence[str]) -> list[Document]:
         raise UsageError("no objects passed to apply")
     for doc in docs:
         meta = doc.obj.metadata
+        # Apply is declarative: the manifest says what should be, whatever changed
+        # meanwhile. A resourceVersion copied from `get -o yaml` would turn it into a
+        # compare-and-set that fails as soon as a controller touches the object.
+        meta.resource_version = ""
         if not meta.name:
             raise ManifestError(doc.where, "required (give the object a name)", "metadata.name")
         if not doc.info.namespaced:

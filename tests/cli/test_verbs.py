@@ -163,9 +163,12 @@ def test_get_outputs(cli: Cli, tmp_path: Path) -> None:
     assert r.code == 1 and "across all namespaces" in r.err
 
 
-def test_yaml_output_applies_back_unchanged(cli: Cli, tmp_path: Path) -> None:
+def test_yaml_output_applies_back_unchanged(cli: Cli, client: Client, tmp_path: Path) -> None:
     cli("apply", "-f", write(tmp_path, "app.yaml", APP))
     out = cli("get", "deploy,svc,cm", "-n", "shop", "-o", "yaml").out
+    # A controller writes the status meanwhile: the saved resourceVersion is stale now,
+    # and apply (declarative) still finds nothing to change.
+    set_status(client, replicas=1)
     r = cli("apply", "-f", "-", stdin=out)
     assert r.out.splitlines() == ["deployment.apps/web unchanged", "service/web unchanged",
                                   "configmap/settings unchanged"]
