@@ -313,3 +313,29 @@ def test_pods_relay_keeps_the_agents_error_code(client: Client,
     with pytest.raises(NotFound) as info:
         b"".join(client.logs("ghost", "default"))
     assert "node n1: no container for pod ghost" in str(info.value)
+
+
+def test_hundreds_of_watch_streams(replica: Replica, client: Client) -> None:
+    """Each stream holds a worker thread: 300 at once all get the next event."""
+    n = 300
+    streams = [client.watch("cm", "default", resource_version=str(replica.store.revision))
+               for _ in range(n)]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def first(s: Any) -> None:
+        for ev in s:
+            with lock:
+                got.append(ev.object.metadata.name)
+            return
+
+    pool = ThreadPoolExecutor(max_workers=n)
+    futures = [pool.submit(first, s) for s in streams]
+    time.sleep(1.0)
+    client.create(config_map(name="broadcast"))
+    for f in futures:
+        f.result(timeout=60)
+    assert got == ["broadcast"] * n
+    for s in streams:
+        s.cancel()
+    pool.shutdown()

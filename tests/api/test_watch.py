@@ -193,3 +193,21 @@ def test_cancel_ends_the_stream(h: Handler) -> None:
     stream.cancel()
     assert done.wait(5)
     t.join()
+
+
+def test_set_based_selector_on_watch(h: Handler) -> None:
+    stream = h.watch("Pod", "default", label_selector="tier in (fe,be),!canary",
+                     resource_version=str(h.store.revision))
+    events = stream.events()
+    for name, labels in (("a", {"tier": "fe"}), ("b", {"tier": "db"}),
+                         ("c", {"tier": "be", "canary": "yes"}), ("d", {"tier": "be"})):
+        p = pod(name=name)
+        p.metadata.labels.clear()
+        p.metadata.labels.update(labels)
+        h.create(p)
+    assert summary(take(events, 2)) == [("ADDED", "a"), ("ADDED", "d")]
+    cur = h.get("Pod", "default", "a")
+    cur.metadata.labels["canary"] = "1"
+    h.update(cur)
+    assert summary(take(events, 1)) == [("DELETED", "a")]
+    stream.cancel()
