@@ -62,7 +62,7 @@ def agent_config(lab: LabPlan, host: HostPlan) -> dict[str, Any]:
         "podman": {
             "containers_conf": str(host.etc / "containers.conf"),
             "storage_root": str(host.storage),
-            "run_root": str(host.run / "containers"),
+            "run_root": str(host.podman_runroot),
             "additional_image_stores": [str(lab.images)],
             "cgroup_parent": host.pod_cgroup,
         },
@@ -118,7 +118,7 @@ def storage_conf(lab: LabPlan, host: HostPlan) -> str:
         "[storage]\n"
         'driver = "overlay"\n'
         f'graphroot = "{host.storage}"\n'
-        f'runroot = "{host.run / "containers"}"\n'
+        f'runroot = "{host.podman_runroot}"\n'
         "\n"
         "[storage.options]\n"
         f'additionalimagestores = ["{lab.images}"]\n'

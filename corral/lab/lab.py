@@ -13,6 +13,7 @@ detached children in their own sessions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -33,6 +34,7 @@ from corral.lab.spec import (
     AGENT,
     CONTROLPLANE,
     DEFAULT_ROOT,
+    RUN_ROOT,
     SCRIPTS,
     HostPlan,
     LabPlan,
@@ -146,7 +148,7 @@ def write_files(p: LabPlan) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
     for h in p.hosts:
-        for folder in (h.etc, h.logs, h.run, h.storage):
+        for folder in (h.etc, h.logs, h.storage):
             folder.mkdir(parents=True, exist_ok=True)
         for proc in h.processes:
             h.data(proc.component).mkdir(parents=True, exist_ok=True)
@@ -245,7 +247,7 @@ class Lab:
             st.host(h.name).bridge = p.bridge
         cgroups.create(self.backend, p.cgroup)
         rep.phase(f"Importing {image.IMAGE} into the lab's image store")
-        image.import_image(p.images, p.run / "images", p.hosts[0].etc / "containers.conf")
+        image.import_image(p.images, p.run / "image", p.hosts[0].etc / "containers.conf")
         image.verify(p.hosts[0].etc / "storage.conf", p.hosts[0].etc / "containers.conf")
         rep.phase("Starting processes")
         env = _process_env()
@@ -541,7 +543,8 @@ class DownReport:
     left: list[str] = field(default_factory=list)
 
 
-def down(name: str, root: Path | None = None, *, reporter: Reporter | None = None) -> DownReport:
+def down(name: str, root: Path | None = None, *, reporter: Reporter | None = None,
+         run_root: Path = RUN_ROOT) -> DownReport:
     """Remove lab `name` and everything it made, from its record and from its names
     (so also after a crash or a half-made `up`); touch nothing else. LabError
     listing what could not be removed."""
@@ -589,15 +592,21 @@ def down(name: str, root: Path | None = None, *, reporter: Reporter | None = Non
         for ns in sorted(namespaces, key=lambda n: n.endswith("-sw")):
             if net.remove_netns(ns):
                 report.namespaces.append(ns)
+        run = run_root / name
+        for where in (folder, run):
+            if where.exists():
+                report.unmounted += mounts.unmount_under(where)
         if folder.exists():
-            report.unmounted = mounts.unmount_under(folder)
             power.remove_runc_state(str(folder), cgroup)
+        shutil.rmtree(run, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run_root.rmdir()  # only when no other lab has volatile state there
         left_cg = cgroups.remove_tree(cgroup)
         report.left.extend(f"cgroup {p} (still has tasks)" for p in left_cg)
         report.client_config = _remove_default_client_config(st, folder)
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
-    report.left.extend(leftovers(name, root))
+    report.left.extend(leftovers(name, root, run_root))
     if report.left:
         raise LabError(f"lab {name}: could not remove everything: {'; '.join(report.left)}")
     return report
@@ -631,19 +640,21 @@ def _remove_default_client_config(st: LabState | None, folder: Path) -> str:
     return ""
 
 
-def leftovers(name: str, root: Path | None = None) -> list[str]:
+def leftovers(name: str, root: Path | None = None, run_root: Path = RUN_ROOT) -> list[str]:
     """What of lab `name` still exists: namespaces, cgroups, mounts, processes in
-    its cgroups, its folder. Empty when the lab is wholly gone."""
+    its cgroups or naming its folders, its folders. Empty when the lab is wholly gone."""
     root = root or default_root()
     folder = lab_dir(root, name)
+    run = run_root / name
     cgroup = f"/corral-lab-{name}"
     found = [f"network namespace {n}" for n in _owned_netns(name)]
     for path in cgroups.exists_anywhere(cgroup):
         found.append(f"cgroup {path}")
-    found.extend(f"mount {m}" for m in mounts.under(folder))
-    found.extend(f"process {pid} ({cmd})" for pid, cmd in _processes_naming(folder))
-    if folder.exists():
-        found.append(f"folder {folder}")
+    for where in (folder, run):
+        found.extend(f"mount {m}" for m in mounts.under(where))
+        found.extend(f"process {pid} ({cmd})" for pid, cmd in _processes_naming(where))
+        if where.exists():
+            found.append(f"folder {where}")
     return found
 
 

@@ -8,10 +8,10 @@ process in its network namespace or in one of its pod namespaces, and its record
 PIDs (checked against their start times) -- then thaw so the kills land, and wait
 for them to be gone. After that the host's volatile state goes, as a reboot would
 lose it: its pod namespaces and its own namespace (so addresses, routes, bridges and
-iptables rules of the host are gone), every mount under its state folder, its run/
-folder (Podman's runroot and tmp_dir: Podman sees a reboot), runc's state of its
-containers, and its cgroup directories. Its persistent folders (configs, data,
-storage, logs) stay.
+iptables rules of the host are gone), every mount under its state folder, its
+volatile folder /run/corral-lab/LAB/hK (Podman's runroot and tmp_dir: Podman sees a
+reboot), runc's state of its containers, and its cgroup directories. Its persistent
+folders (configs, data, storage, logs) stay.
 
 `power_on` makes the namespace again, plugs it into the bridge the host belongs on
 (an island if it is partitioned), makes its cgroup and starts any of its processes
@@ -81,8 +81,9 @@ def wipe_volatile(lab: LabPlan, host: HostPlan) -> None:
         if name != host.netns:
             net.remove_netns(name)
     net.remove_netns(host.netns)
-    if host.dir.exists():
-        mounts.unmount_under(host.dir)
+    for folder in (host.dir, host.run):
+        if folder.exists():
+            mounts.unmount_under(folder)
     remove_runc_state(str(host.dir), host.cgroup)
     shutil.rmtree(host.run, ignore_errors=True)
     cgroups.remove_tree(host.cgroup)

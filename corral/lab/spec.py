@@ -12,6 +12,8 @@ Naming (LAB is the lab name, hK the host):
     pod namespaces       corral-LAB-hK-*   made by hK's agent (netns_prefix)
     cgroup               /corral-lab-LAB/hK  every process of the host, containers under
                                            /corral-lab-LAB/hK/pods
+    volatile state       /run/corral-lab/LAB/hK  Podman's runroot and tmp_dir (kept short:
+                                           Podman refuses a runroot over 50 characters)
 Lab names may not contain a dash-separated part of the form hK: otherwise lab "a"
 would claim the namespaces of lab "a-h1" as its pod namespaces.
 """
@@ -27,6 +29,11 @@ from pathlib import Path
 from corral.lab.errors import LabError
 
 DEFAULT_ROOT = Path("/var/lib/corral-lab")
+# Volatile state (Podman's runroot and tmp_dir), as /run is on a real host.
+RUN_ROOT = Path("/run/corral-lab")
+# Podman refuses a runroot longer than this ("the specified runroot is longer than
+# 50 characters": its attach sockets live there).
+MAX_RUNROOT = 50
 DEFAULT_NAME = "lab"
 DEFAULT_SUBNET = "10.250.0.0/24"
 DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
@@ -38,7 +45,7 @@ API_PORT = 6443
 # Host hK gets the subnet's address number HOST_OFFSET + K (10.250.0.11 for h1).
 HOST_OFFSET = 10
 MAX_HOSTS = 64
-MAX_NAME = 24
+MAX_NAME = 20
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 
@@ -204,6 +211,8 @@ class HostPlan:
     # The host's NIC address: fixed, so after a power loss its neighbours' ARP
     # caches still point at it, as they would at a rebooted machine's.
     mac: str
+    # The host's volatile /run: wiped when the host loses power.
+    run: Path
 
     @property
     def socket(self) -> Path:
@@ -226,9 +235,8 @@ class HostPlan:
         return self.dir / "logs"
 
     @property
-    def run(self) -> Path:
-        """The host's volatile /run: wiped when the host loses power."""
-        return self.dir / "run"
+    def podman_runroot(self) -> Path:
+        return self.run / "storage"
 
     @property
     def storage(self) -> Path:
@@ -257,6 +265,7 @@ class LabPlan:
     cgroup: str
     subnet: str
     prefixlen: int
+    run: Path
 
     @property
     def name(self) -> str:
@@ -282,10 +291,6 @@ class LabPlan:
     def images(self) -> Path:
         """The lab-wide read-only image store every host's Podman reads."""
         return self.dir / "images"
-
-    @property
-    def run(self) -> Path:
-        return self.dir / "run"
 
     @property
     def control_plane_hosts(self) -> tuple[HostPlan, ...]:
@@ -324,11 +329,13 @@ def lab_dir(root: Path, name: str) -> Path:
     return root / name
 
 
-def plan(spec: LabSpec, root: Path) -> LabPlan:
-    """Every name, address and path of the lab `spec` under the state root `root`."""
+def plan(spec: LabSpec, root: Path, run_root: Path = RUN_ROOT) -> LabPlan:
+    """Every name, address and path of the lab `spec` under the state root `root`
+    (volatile state under `run_root`)."""
     check_spec(spec)
     subnet = ipaddress.ip_network(spec.subnet)
     base = lab_dir(root, spec.name)
+    run = run_root / spec.name
     cgroup = f"/corral-lab-{spec.name}"
     hosts = []
     for k in range(1, spec.hosts + 1):
@@ -355,12 +362,19 @@ def plan(spec: LabSpec, root: Path) -> LabPlan:
             pod_cgroup=f"{cgroup}/{name}/pods",
             netns_prefix=f"corral-{spec.name}-{name}-",
             mac=host_mac(spec.name, k),
+            run=run / name,
         )
         if len(str(host.socket)) > MAX_SOCKET_PATH:
             raise LabError(
                 f"state folder {base}: the API socket path {host.socket} is "
                 f"{len(str(host.socket))} bytes, over the {MAX_SOCKET_PATH} a unix socket "
                 "allows; use a shorter CORRAL_LAB_ROOT"
+            )
+        if len(str(host.podman_runroot)) > MAX_RUNROOT:
+            raise LabError(
+                f"Podman's runroot {host.podman_runroot} would be "
+                f"{len(str(host.podman_runroot))} characters, over the {MAX_RUNROOT} Podman "
+                "accepts; use a shorter lab name"
             )
         hosts.append(host)
     return LabPlan(
@@ -372,6 +386,7 @@ def plan(spec: LabSpec, root: Path) -> LabPlan:
         cgroup=cgroup,
         subnet=str(subnet),
         prefixlen=subnet.prefixlen,
+        run=run,
     )
 
 

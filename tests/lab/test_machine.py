@@ -51,12 +51,12 @@ def test_image_tar_holds_busybox_and_its_applets(short_tmp: Path) -> None:
 
 
 def test_imported_image_is_seen_by_a_hosts_podman_and_runs(short_tmp: Path) -> None:
-    p = plan(LabSpec(name=unique_name()), short_tmp)
+    p = plan(LabSpec(name=unique_name()), short_tmp, run_root=short_tmp / "run")
     h = p.hosts[0]
     h.etc.mkdir(parents=True)
     (h.etc / "containers.conf").write_text(configs.containers_conf(h))
     (h.etc / "storage.conf").write_text(configs.storage_conf(p, h))
-    image.import_image(p.images, p.run / "images", h.etc / "containers.conf")
+    image.import_image(p.images, p.run / "image", h.etc / "containers.conf")
     image.verify(h.etc / "storage.conf", h.etc / "containers.conf")
     env = image.podman_env(h.etc / "containers.conf")
     env["CONTAINERS_STORAGE_CONF"] = str(h.etc / "storage.conf")

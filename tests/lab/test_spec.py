@@ -65,7 +65,7 @@ def test_macs_are_stable_unicast_and_distinct() -> None:
     ("lab-", "ending with a letter or digit"),
     ("a-h1", "looks like a host name"),
     ("h2", "looks like a host name"),
-    ("x" * 25, "at most 24"),
+    ("x" * 21, "at most 20"),
 ])
 def test_bad_lab_names_are_refused_with_the_reason(name: str, why: str) -> None:
     with pytest.raises(LabError, match=why):
@@ -105,9 +105,14 @@ def test_bad_specs_are_refused_naming_the_setting(kwargs: dict[str, object], why
         plan(LabSpec(**kwargs), Path("/r"))  # type: ignore[arg-type]
 
 
-def test_a_socket_path_too_long_for_unix_sockets_is_refused() -> None:
+def test_paths_too_long_for_unix_sockets_or_podman_are_refused() -> None:
     with pytest.raises(LabError, match="over the 107 a unix socket allows"):
         plan(LabSpec(), Path("/" + "x" * 100))
+    with pytest.raises(LabError, match="over the 50 Podman accepts"):
+        plan(LabSpec(), Path("/r"), run_root=Path("/" + "x" * 40))
+    # The longest name on the default roots fits both limits.
+    longest = plan(LabSpec(name="x" * 20, hosts=64, control_plane=3), Path("/var/lib/corral-lab"))
+    assert len(str(longest.hosts[-1].podman_runroot)) <= 50
 
 
 def test_spec_round_trips_through_lab_json(tmp_path: Path) -> None:
@@ -165,11 +170,11 @@ def test_podman_files_carry_the_three_settings_and_the_shared_store() -> None:
     cc = configs.containers_conf(p.host("h1"))
     for line in ('runtime = "runc"', 'cgroup_manager = "cgroupfs"',
                  'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]',
-                 'tmp_dir = "/r/demo/h1/run/libpod"'):
+                 'tmp_dir = "/run/corral-lab/demo/h1/libpod"'):
         assert line in cc
     sc = configs.storage_conf(p, p.host("h1"))
     assert 'graphroot = "/r/demo/h1/storage"' in sc
-    assert 'runroot = "/r/demo/h1/run/containers"' in sc
+    assert 'runroot = "/run/corral-lab/demo/h1/storage"' in sc
     assert 'additionalimagestores = ["/r/demo/images"]' in sc
 
 
