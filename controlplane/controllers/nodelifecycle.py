@@ -48,6 +48,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from corral.errors import NotFound
 from corral.v1 import core_pb2
 
 from ..scheduler import affinity
@@ -207,6 +208,7 @@ class NodeLifecycleController(Controller):
     def _node_gone(self, node: core_pb2.Node) -> None:
         with self._lock:
             self._seen.pop(node.metadata.name, None)
+        self.queue.add(("gone", node.metadata.name))
 
     def _lease(self, lease: Any) -> None:
         ns = lease.metadata.namespace
@@ -226,14 +228,41 @@ class NodeLifecycleController(Controller):
         threading.Thread(target=self._monitor, name="node-monitor", daemon=True).start()
 
     def _monitor(self) -> None:
+        sweeps = 0
         while not self.ctx.stop.wait(self.monitor_period):
             for key in self.resync_keys():
                 self.queue.add(key)
+            sweeps += 1
+            if sweeps % 30 == 1:
+                self._sweep()
 
-    def resync_keys(self) -> Iterable[str]:
+    def resync_keys(self) -> Iterable[Any]:
         return [n.metadata.name for n in self.ctx.informers["Node"].items()]
 
-    def sync(self, key: str) -> Result | None:
+    def _sweep(self) -> None:
+        """Queue the nodes that pods are bound to but that do not exist."""
+        known = {n.metadata.name for n in self.ctx.informers["Node"].items()}
+        for name in {p.spec.node_name for p in self.ctx.informers["Pod"].items()}:
+            if name and name not in known:
+                self.queue.add(("gone", name))
+
+    def _orphans(self, node_name: str) -> Result | None:
+        """Pods bound to a node that was deleted: nobody will ever stop them or
+        confirm their end, so they are force-deleted (Kubernetes' pod GC), once a
+        linearizable read confirms the node is really gone."""
+        if self.ctx.informers["Node"].get(node_name) is not None:
+            return None
+        try:
+            self.ctx.client.get("Node", node_name)
+            return None
+        except NotFound:
+            pass
+        pods = [p for p in self.ctx.informers["Pod"].items() if p.spec.node_name == node_name]
+        return orphaned_pods(node_name, pods)
+
+    def sync(self, key: Any) -> Result | None:
+        if isinstance(key, tuple):
+            return self._orphans(key[1])
         node = self.ctx.informers["Node"].get(key)
         if node is None:
             return None
@@ -244,6 +273,17 @@ class NodeLifecycleController(Controller):
         result.actions = [a for a in result.actions
                           if not (isinstance(a, Delete) and _daemon_pod(pods, a.name))]
         return result
+
+
+def orphaned_pods(node_name: str, pods: Iterable[core_pb2.Pod]) -> Result:
+    result = Result()
+    for pod in pods:
+        if is_terminating(pod) and pod.metadata.deletion_grace_period_seconds == 0:
+            continue
+        result.add(Delete.of(pod, grace_period_seconds=0, event=event(
+            pod, "PodGC", f"Deleting pod {pod.metadata.name}: its node {node_name} is gone")))
+        result.why = f"node {node_name} was deleted"
+    return result
 
 
 def _daemon_pod(pods: list[core_pb2.Pod], name: str) -> bool:
