@@ -94,6 +94,11 @@ class Proxier:
         self._warned_dns: set[Key] = set()
         self.last: SyncResult | None = None
 
+    @property
+    def needs_full(self) -> bool:
+        """True until a full sync succeeded, and again after any failure."""
+        return self._need_full
+
     # ---- one sync ---------------------------------------------------------------------
     def _render(self, states: Mapping[Key, ServiceState | None]) -> dict[Key, ServiceRules]:
         out = {}
