@@ -138,12 +138,9 @@ def server_check(ctx: Context, docs: Sequence[Document], new_namespaces: set[str
 
 
 def _fail(ctx: Context, errors: Sequence[str]) -> int:
+    """One `error:` line per bad document; exit 1 says nothing was written."""
     for line in errors:
         ctx.error_line(line)
-    if len(errors) > 1:
-        ctx.error_line(f"{len(errors)} documents are invalid; nothing was written")
-    else:
-        ctx.warn("nothing was written")
     return 1
 
 

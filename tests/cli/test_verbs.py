@@ -97,6 +97,7 @@ def test_bad_document_anywhere_writes_nothing(cli: Cli, client: Client, tmp_path
                      "namespace: shop}\n"
     r = cli("apply", "-f", write(tmp_path, "bad.yaml", bad_name))
     assert r.code == 1 and r.out == ""
+    assert len(r.err.splitlines()) == 1
     first = r.err.splitlines()[0]
     assert first.startswith(f"error: {tmp_path}/bad.yaml: document 5 (ConfigMap Bad_Name): ")
     assert "metadata.name" in first
