@@ -9,9 +9,9 @@ Leadership: the store calls back on its own thread when this replica gains or
 loses leadership; `LeaderSupervisor` turns that into start()/stop() calls on a
 thread of its own (store callbacks must not block). On gaining it first makes
 sure the system namespaces exist (idempotent: a fixed request id), then starts
-every leader-only service. THE HOOK for issue 5: `leader_services()` below
-builds them; a service is anything with `name`, `start()` and `stop()`
-(`stop()` must return promptly: leadership is already gone).
+every leader-only service. THE HOOK for issue 5 is in controlplane/leader.py
+(`leader_services()`); a service is anything with `name`,
+`start()` and `stop()` (`stop()` must return promptly).
 
 Threads: main thread (waits for SIGTERM/SIGINT), the store's tick thread,
 gRPC's worker pool, "leader" (supervisor), "register" (member registration
@@ -23,69 +23,27 @@ the key), 1 when the store or server cannot start.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import queue
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
 
 from controlplane.api.handler import Handler
 from controlplane.api.settings import SYSTEM_NAMESPACES, ApiSettings
 from controlplane.cluster import ClusterServicer, Self
 from controlplane.config import Config, ConfigError, load
+from controlplane.leader import (
+    LeaderContext,
+    LeaderSupervisor,
+)
 from controlplane.podproxy import PodProxy
 from controlplane.server import ApiServer, BindError
 from controlplane.store.base import MemberInfo, Store
 from corral.errors import CorralError
 
 log = logging.getLogger("corral.controlplane")
-
-
-class LeaderService(Protocol):
-    """Work only the leader does (scheduler, controllers). Started when this
-    replica gains leadership, stopped the moment it loses it."""
-
-    name: str
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class LeaderContext:
-    """What a leader-only service gets to build itself."""
-
-    config: Config
-    handler: Handler  # in-process API (same validation as gRPC)
-    store: Store
-    # gRPC endpoints of this replica's own API (unix socket first): for a
-    # corral.client.Client, as any other client would use.
-    endpoints: tuple[str, ...]
-
-
-# Module that provides `build(ctx: LeaderContext) -> list[LeaderService]` (issue 5).
-CONTROLLERS_MODULE = "controlplane.controllers.manager"
-
-
-def leader_services(ctx: LeaderContext) -> list[LeaderService]:
-    """THE HOOK: every service that runs only while this replica leads.
-
-    When CONTROLLERS_MODULE exists, its `build(ctx)` returns the scheduler and
-    controller manager; an import error there is a bug and is not hidden.
-    """
-    if importlib.util.find_spec(CONTROLLERS_MODULE) is None:
-        return []
-    module = importlib.import_module(CONTROLLERS_MODULE)
-    services: list[LeaderService] = list(module.build(ctx))
-    return services
 
 
 def open_store(config: Config) -> Store:
@@ -101,88 +59,6 @@ def open_store(config: Config) -> Store:
         password=config.raft_password,
         max_history=config.watch_history,
     ))
-
-
-class LeaderSupervisor:
-    """Follows leadership changes on its own thread: the store's callback only enqueues."""
-
-    def __init__(self, handler: Handler, ctx_factory: Any) -> None:
-        self._handler = handler
-        self._ctx_factory = ctx_factory
-        self._events: queue.Queue[bool | None] = queue.Queue()
-        self._leading = threading.Event()
-        self._running: list[LeaderService] = []
-        self._thread = threading.Thread(target=self._run, name="leader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def on_change(self, is_leader: bool) -> None:
-        """Store callback (store thread): record and return at once."""
-        if is_leader:
-            self._leading.set()
-        else:
-            self._leading.clear()
-        self._events.put(is_leader)
-
-    def stop(self) -> None:
-        self._leading.clear()
-        self._events.put(None)
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        active = False
-        while True:
-            want = self._events.get()
-            # Act on the latest state only: a flap while we worked needs one transition.
-            while not self._events.empty():
-                nxt = self._events.get_nowait()
-                want = nxt if want is not None else None
-            if want is None:
-                if active:
-                    self._stop_services("the replica is shutting down")
-                return
-            if want and not active:
-                active = self._gain()
-            elif not want and active:
-                self._stop_services("leadership lost")
-                active = False
-
-    def _gain(self) -> bool:
-        log.info("leadership gained: making sure the system namespaces exist")
-        while self._leading.is_set():
-            try:
-                created = self._handler.ensure_namespaces()
-                if created:
-                    log.info("created namespaces: %s", ", ".join(created))
-                break
-            except CorralError as err:
-                log.info("creating the system namespaces failed (%s); retrying", err)
-                time.sleep(0.5)
-        if not self._leading.is_set():
-            return False
-        try:
-            services = leader_services(self._ctx_factory())
-        except Exception:
-            log.exception("building the leader-only services failed")
-            return True
-        for svc in services:
-            try:
-                svc.start()
-                self._running.append(svc)
-                log.info("leader-only service %s started", svc.name)
-            except Exception:
-                log.exception("leader-only service %s failed to start", svc.name)
-        return True
-
-    def _stop_services(self, why: str) -> None:
-        for svc in reversed(self._running):
-            try:
-                svc.stop()
-                log.info("leader-only service %s stopped: %s", svc.name, why)
-            except Exception:
-                log.exception("leader-only service %s failed to stop", svc.name)
-        self._running.clear()
 
 
 class Replica:
