@@ -201,6 +201,10 @@ class StoreState:
     def __len__(self) -> int:
         return len(self._records)
 
+    def kinds(self) -> builtins.list[str]:
+        """Kinds that have at least one record, sorted."""
+        return sorted(k for k, by_ns in self._index.items() if by_ns)
+
     def unique_holder(self, token: str) -> Key | None:
         return self._unique.get(token)
 

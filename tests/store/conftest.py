@@ -101,7 +101,7 @@ class Cluster:
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def make_raft_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
     def make(n: int = 3, tuning: RaftTuning | None = None, **kw: object) -> Cluster:

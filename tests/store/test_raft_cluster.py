@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from controlplane.store import inspect
 from controlplane.store.base import MUST_NOT_EXIST, Change, Event, MemberInfo
 from controlplane.store.raftnode import RaftTuning
 from corral.errors import AlreadyExists, Conflict, Invalid, Timeout, TooLarge, Unavailable
@@ -28,8 +29,8 @@ def seed(c: Cluster) -> None:
     c.leader().put(Change("Namespace", "", "default"), request_id="seed")
 
 
-def test_writes_through_any_replica_replicate_to_all(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_writes_through_any_replica_replicate_to_all(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     seed(c)
     for i in range(60):
         rec = c.stores[i % 3].put(pod(f"p{i}"), require_namespace="default")  # type: ignore[union-attr]
@@ -47,8 +48,8 @@ def test_writes_through_any_replica_replicate_to_all(make_cluster: MakeCluster) 
     assert c.wait_converged()[0] == 61
 
 
-def test_read_your_write_on_another_replica(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_read_your_write_on_another_replica(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     seed(c)
     for i in range(100):
         writer, reader = c.stores[i % 3], c.stores[(i + 1) % 3]
@@ -57,8 +58,8 @@ def test_read_your_write_on_another_replica(make_cluster: MakeCluster) -> None:
         assert got is not None and got.revision == rec.revision
 
 
-def test_concurrent_readers_share_barriers(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_concurrent_readers_share_barriers(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     seed(c)
     reader = c.stores[0]
     assert reader is not None
@@ -82,8 +83,8 @@ def test_concurrent_readers_share_barriers(make_cluster: MakeCluster) -> None:
     assert 0 < rounds < 160  # 160 reads, fewer barriers
 
 
-def test_watch_on_a_follower_sees_every_write_in_order(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_watch_on_a_follower_sees_every_write_in_order(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     seed(c)
     leader = c.leader()
     follower = next(s for s in c.live() if s is not leader)
@@ -97,8 +98,8 @@ def test_watch_on_a_follower_sees_every_write_in_order(make_cluster: MakeCluster
     w.close()
 
 
-def test_leader_change_keeps_every_acknowledged_write(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_leader_change_keeps_every_acknowledged_write(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     seed(c)
     acked: list[str] = []
     for i in range(20):
@@ -119,8 +120,8 @@ def test_leader_change_keeps_every_acknowledged_write(make_cluster: MakeCluster)
         assert set(acked) <= names
 
 
-def test_request_id_dedup_across_a_leader_change(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_request_id_dedup_across_a_leader_change(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     seed(c)
     first = c.leader().put(pod("once"), request_id="req-1")
     old = c.index(c.leader())
@@ -134,8 +135,8 @@ def test_request_id_dedup_across_a_leader_change(make_cluster: MakeCluster) -> N
     assert survivor.revision == rev
 
 
-def test_no_quorum_is_unavailable_and_names_the_reason(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_no_quorum_is_unavailable_and_names_the_reason(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     seed(c)
     leader = c.leader()
     lone = next(s for s in c.live() if s is not leader)
@@ -152,9 +153,9 @@ def test_no_quorum_is_unavailable_and_names_the_reason(make_cluster: MakeCluster
     assert lone.get(("Namespace", "", "default"), linearizable=False) is not None
 
 
-def test_a_leader_cut_off_reports_an_unknown_outcome(make_cluster: MakeCluster) -> None:
+def test_a_leader_cut_off_reports_an_unknown_outcome(make_raft_cluster: MakeCluster) -> None:
     """The entry sits in the old leader's log and could still commit: not Unavailable."""
-    c = make_cluster()
+    c = make_raft_cluster()
     seed(c)
     leader = c.leader()
     for s in c.live():
@@ -166,9 +167,9 @@ def test_a_leader_cut_off_reports_an_unknown_outcome(make_cluster: MakeCluster) 
 
 
 def test_snapshot_bounds_the_journal_and_a_lagging_replica_catches_up(
-    make_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
+    make_raft_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    c = make_cluster(tuning=RaftTuning(snapshot_min_entries=200))
+    c = make_raft_cluster(tuning=RaftTuning(snapshot_min_entries=200))
     seed(c)
     c.stop(2)
     leader = c.leader()
@@ -186,8 +187,8 @@ def test_snapshot_bounds_the_journal_and_a_lagging_replica_catches_up(
     assert "state loaded from the snapshot" in caplog.text
 
 
-def test_full_restart_loses_nothing_and_replays_history(make_cluster: MakeCluster) -> None:
-    c = make_cluster(tuning=RaftTuning(snapshot_min_entries=100))
+def test_full_restart_loses_nothing_and_replays_history(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster(tuning=RaftTuning(snapshot_min_entries=100))
     seed(c)
     leader = c.leader()
     for i in range(250):
@@ -202,13 +203,24 @@ def test_full_restart_loses_nothing_and_replays_history(make_cluster: MakeCluste
     assert c.wait_converged() == (rev, digest)
     s = c.live()[1]
     assert [m.name for m in s.members()] == ["cp0"]
+    # What is on disk is what was served: read the stopped replicas' folders.
+    for i in range(3):
+        c.stop(i)
+    for i in range(3):
+        image = inspect.load(str(c.root / f"cp{i}"), to_log_end=True)
+        assert (image.revision, image.digest) == (rev, digest)
+        assert image.kinds == {"Namespace": 1, "Pod": 250}
+    for i in range(3):
+        c.start(i)
+    s = c.live()[1]
+    c.leader()
     # Dedup and watch history came back too.
     assert s.put(pod("k3", data=b"again"), request_id="k3").revision == 5
     assert s.watch(rev - 10).next(timeout=1)
 
 
-def test_leadership_callbacks(make_cluster: MakeCluster) -> None:
-    c = make_cluster()
+def test_leadership_callbacks(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
     leader = c.leader()
     seen: list[bool] = []
     leader.on_leadership_change(seen.append)
@@ -224,8 +236,8 @@ def test_leadership_callbacks(make_cluster: MakeCluster) -> None:
         assert fseen == [False]
 
 
-def test_bad_input_is_refused_before_raft(make_cluster: MakeCluster) -> None:
-    c = make_cluster(n=1)
+def test_bad_input_is_refused_before_raft(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster(n=1)
     s = c.leader()
     rev = s.revision
     with pytest.raises(Invalid, match=r"change\.name"):
@@ -238,9 +250,9 @@ def test_bad_input_is_refused_before_raft(make_cluster: MakeCluster) -> None:
 
 
 def test_no_truncation_of_applied_entries_under_concurrent_load(
-    make_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
+    make_raft_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    c = make_cluster()
+    c = make_raft_cluster()
     seed(c)
     errors: list[BaseException] = []
 
