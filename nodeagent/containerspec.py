@@ -113,7 +113,6 @@ def create_kwargs(
         "network_mode": f"ns:{netns_path}",
         "hostname": hostname,
         "cgroup_parent": cgroup_parent,
-        "stop_signal": "SIGTERM",
         "mounts": [
             {"type": "bind", "source": hosts_path, "target": "/etc/hosts"},
             {"type": "bind", "source": resolv_path, "target": "/etc/resolv.conf"},

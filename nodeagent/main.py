@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -57,15 +58,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("urllib3", "podman", "pyroute2"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
     from nodeagent.agent import Agent  # heavy imports after the config is known good
+
+    # After the import: pyroute2 resets its logger's level when it is imported.
+    for noisy in ("urllib3", "podman", "pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     done = threading.Event()
     starting = True
+    main_pid = os.getpid()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if os.getpid() != main_pid:
+            # A forked helper (pyroute2 creates sockets in other namespaces from a
+            # fork) inherits this handler; it must simply end.
+            os._exit(0)
         log.info("received %s", signal.Signals(signum).name)
         done.set()
         if starting:

@@ -202,6 +202,7 @@ class NodeRegistration:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_conditions: tuple[tuple[str, str], ...] = ()
+        self._runtime_version_text = ""
         self.lease_renewals = 0
         self.status_updates = 0
         psutil.cpu_percent(interval=None)  # the first call only primes the counter
@@ -227,10 +228,12 @@ class NodeRegistration:
         return labels
 
     def _node_info(self) -> core_pb2.NodeSystemInfo:
-        try:
-            runtime = f"podman://{self._runtime_version()}"
-        except Exception:
-            runtime = "podman://unknown"
+        if not self._runtime_version_text:
+            try:
+                self._runtime_version_text = self._runtime_version()
+            except Exception:
+                pass  # asked again on the next status update
+        runtime = f"podman://{self._runtime_version_text or 'unknown'}"
         return core_pb2.NodeSystemInfo(
             machine_id=_read_first_line("/etc/machine-id"),
             boot_id=_read_first_line("/proc/sys/kernel/random/boot_id"),

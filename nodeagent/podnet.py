@@ -20,14 +20,13 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from nodeagent import netns
 from nodeagent.ipam import Ipam, gateway
 
 log = logging.getLogger(__name__)
-
-NETNS_DIR = "/run/netns"
 
 
 class NetworkError(Exception):
@@ -55,15 +54,11 @@ class PodNetworks:
         return f"{self.prefix}{uid}"
 
     def netns_path(self, uid: str) -> str:
-        return os.path.join(NETNS_DIR, self.netns_name(uid))
+        return netns.path(self.netns_name(uid))
 
     def existing_uids(self) -> set[str]:
         """Pod uids that have a namespace of this agent (by prefix)."""
-        try:
-            names = netns.listnetns()
-        except OSError:
-            return set()
-        return {n[len(self.prefix):] for n in names if n.startswith(self.prefix)}
+        return {n[len(self.prefix):] for n in netns.names() if n.startswith(self.prefix)}
 
     def lookup(self, uid: str) -> PodNet | None:
         ip = self.ipam.lookup(uid)
@@ -78,7 +73,7 @@ class PodNetworks:
         ip = self.ipam.allocate(uid)
         name = self.netns_name(uid)
         try:
-            if name not in netns.listnetns():
+            if not netns.exists(name):
                 netns.create(name)
             self._link(uid, name, ip, cidr)
         except (NetlinkError, OSError) as err:
@@ -93,7 +88,7 @@ class PodNetworks:
                 raise NetworkError(f"bridge {self.bridge} does not exist")
             existing = host.link_lookup(ifname=veth)
             if not existing:
-                with IPRoute(netns=name) as pod:
+                with IPRoute(use_socket=netns.socket_in(name)) as pod:
                     # A pod side left without its host side (crash mid-way) goes first.
                     stale = pod.link_lookup(ifname="eth0")
                     if stale:
@@ -108,7 +103,7 @@ class PodNetworks:
                 host.brport("set", index=index, mode=1)
             except NetlinkError as err:
                 log.debug("hairpin on %s: %s", veth, err)
-        with IPRoute(netns=name) as pod:
+        with IPRoute(use_socket=netns.socket_in(name)) as pod:
             lo = pod.link_lookup(ifname="lo")
             if lo:
                 pod.link("set", index=lo[0], state="up")
@@ -136,7 +131,7 @@ class PodNetworks:
             if err.code != errno.ENODEV:
                 raise NetworkError(f"remove {veth}: {err}") from None
         try:
-            if name in netns.listnetns():
+            if netns.exists(name):
                 netns.remove(name)
         except OSError as err:
             raise NetworkError(f"remove netns {name}: {err}") from None

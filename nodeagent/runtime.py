@@ -169,7 +169,12 @@ class Runtime:
             return False
 
     def version(self) -> str:
-        return self._call("version", lambda: str(self._client.version().get("Version", "")))
+        """Podman's version, from the _ping headers (podman-py's version() asks every
+        component for its version and takes a second or more)."""
+        def do() -> str:
+            resp = self._client.api.get("/_ping")
+            return str(resp.headers.get("Libpod-Api-Version", "unknown"))
+        return self._call("version", do)
 
     # ---- containers -----------------------------------------------------------------
     def list_containers(self) -> list[ContainerRecord]:
