@@ -26,6 +26,7 @@ def svc(name: str, cluster_ip: str, *, namespace: str = "default",
         ports: Sequence[core_pb2.ServicePort] = (), type: str = "ClusterIP",
         affinity: int | None = None, external_name: str = "",
         selector: dict[str, str] | None = None) -> core_pb2.Service:
+    """A Service; `selector={}` makes one without selector (hand-made Endpoints)."""
     s = core_pb2.Service(api_version="v1", kind="Service")
     s.metadata.namespace = namespace
     s.metadata.name = name
@@ -33,7 +34,7 @@ def svc(name: str, cluster_ip: str, *, namespace: str = "default",
     s.spec.cluster_ip = cluster_ip
     s.spec.external_name = external_name
     s.spec.ports.extend(ports or [port("http", 80, target=8080)])
-    s.spec.selector.update(selector or {"app": name})
+    s.spec.selector.update({"app": name} if selector is None else selector)
     if affinity is not None:
         s.spec.session_affinity = "ClientIP"
         if affinity:
