@@ -173,13 +173,21 @@ class Handler:
 
     def list(self, kind: str, namespace: str = "", *, label_selector: str = "",
              field_selector: str = "", stale: bool = False) -> tuple[list[Any], int]:
+        records, rev = self.list_records(kind, namespace, label_selector=label_selector,
+                                         field_selector=field_selector, stale=stale)
+        return [codec.decode(r) for r in records], rev
+
+    def list_records(self, kind: str, namespace: str = "", *, label_selector: str = "",
+                     field_selector: str = "", stale: bool = False) -> tuple[list[Record], int]:
+        """The matching records, undecoded (the servicer parses them straight into
+        the response), and the revision they were read at."""
         info = self.kind_info(kind)
         flt = self._filter(info, namespace, label_selector, field_selector)
         if not stale:
             self.require_quorum()
         records, rev = self.store.list(info.kind, flt.namespace or None,
                                        linearizable=not stale)
-        return [codec.decode(r) for r in records if flt.matches(r)], rev
+        return [r for r in records if flt.matches(r)], rev
 
     def _filter(self, info: KindInfo, namespace: str, label_selector: str,
                 field_selector: str) -> Filter:

@@ -113,12 +113,14 @@ class ResourcesServicer(api_pb2_grpc.ResourcesServicer):
     def List(self, request: api_pb2.ListRequest,
              context: grpc.ServicerContext) -> api_pb2.ListResponse:
         def run() -> api_pb2.ListResponse:
-            items, rev = self._h.list(request.kind, request.namespace,
-                                      label_selector=request.label_selector,
-                                      field_selector=request.field_selector,
-                                      stale=request.stale)
-            return api_pb2.ListResponse(items=[kinds.wrap(o) for o in items],
-                                        resource_version=str(rev))
+            records, rev = self._h.list_records(request.kind, request.namespace,
+                                                label_selector=request.label_selector,
+                                                field_selector=request.field_selector,
+                                                stale=request.stale)
+            resp = api_pb2.ListResponse(resource_version=str(rev))
+            for rec in records:
+                codec.fill_envelope(resp.items.add(), rec)
+            return resp
         return call(context, self._store, run)
 
     def Update(self, request: api_pb2.UpdateRequest,
@@ -171,13 +173,15 @@ class ResourcesServicer(api_pb2_grpc.ResourcesServicer):
         context.add_callback(stream.cancel)
         try:
             for ev in stream.events(context.is_active):
-                if ev.record is None:
-                    obj = info.new()
-                    obj.metadata.resource_version = str(ev.revision)
-                    env = kinds.wrap(obj)
-                else:
-                    env = codec.decode_envelope(ev.record)
-                yield api_pb2.WatchEvent(type=_EVENT_TYPES[ev.type], object=env,
+                out = api_pb2.WatchEvent(type=_EVENT_TYPES[ev.type],
                                          resource_version=str(ev.revision))
+                if ev.record is None:
+                    bookmark = getattr(out.object, info.field)
+                    bookmark.api_version = info.api_version
+                    bookmark.kind = info.kind
+                    bookmark.metadata.resource_version = str(ev.revision)
+                else:
+                    codec.fill_envelope(out.object, ev.record)
+                yield out
         except CorralError as err:
             abort(context, err, self._store)
