@@ -59,15 +59,39 @@ def common_flags() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = "lab") -> argparse.ArgumentParser:
+    """The whole parser. The lab's verbs import netlink and process libraries that
+    cost most of a second: they are loaded only when `verb` is "lab"."""
     common = common_flags()
     parser = _Parser(prog="corral", parents=[common], description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
-    for verb in VERBS:
-        verb.register(sub, common)
-    _register_lab(sub)
+    for module in VERBS:
+        module.register(sub, common)
+    if verb == "lab":
+        _register_lab(sub)
+    else:
+        sub.add_parser("lab", help="a multi-host Corral cluster on this machine "
+                                   "(see `corral lab --help`)")
     return parser
+
+
+_VALUE_FLAGS = ("-s", "--server", "-n", "--namespace", "--request-timeout")
+
+
+def verb_of(argv: Sequence[str]) -> str | None:
+    """The verb in argv: the first word that is neither a connection flag nor its value."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUE_FLAGS:
+            skip = True
+        elif word == "--":
+            return None
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _register_lab(sub: Any) -> None:
@@ -120,8 +144,9 @@ def main(
     err_stream = stderr if stderr is not None else sys.stderr
     ctx: Context | None = None
     try:
-        parser = build_parser()
-        args = parse(parser, list(argv) if argv is not None else sys.argv[1:])
+        words = list(argv) if argv is not None else sys.argv[1:]
+        parser = build_parser(verb_of(words))
+        args = parse(parser, words)
         if getattr(args, "verb", None) is None:
             parser.print_help(stdout if stdout is not None else sys.stdout)
             return 0

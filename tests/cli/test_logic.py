@@ -309,3 +309,13 @@ def test_label_selector_messages_are_kubernetes_shaped() -> None:
     d.spec.selector.CopyFrom(sel)
     assert "Selector:               app=web" in describers.describe(
         kinds.by_kind("Deployment"), d, NOW)
+
+
+def test_verb_detection_for_lazy_lab_loading() -> None:
+    from corral.cli.main import verb_of
+
+    assert verb_of(["get", "pods"]) == "get"
+    assert verb_of(["-n", "x", "--server", "a:1", "lab", "up"]) == "lab"
+    assert verb_of(["--namespace=x", "lab"]) == "lab"
+    assert verb_of(["-h"]) is None
+    assert verb_of(["-s", "lab:1", "get"]) == "get"
