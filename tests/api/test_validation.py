@@ -291,3 +291,21 @@ def test_two_controllers_in_owner_references(h: Handler) -> None:
         p.metadata.owner_references.add(api_version="apps/v1", kind="ReplicaSet", name=name,
                                         uid=name, controller=True)
     assert refused(h, p).field == "metadata.ownerReferences"
+
+
+def test_statefulset_mounts_may_name_claim_templates(h: Handler) -> None:
+    sts = obj({"apiVersion": "apps/v1", "kind": "StatefulSet",
+               "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"serviceName": "web", "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                            "containers": [{"name": "c", "image": "nginx:1.25",
+                                            "volumeMounts": [{"name": "www",
+                                                              "mountPath": "/www"}]}]}},
+                        "volumeClaimTemplates": [{"metadata": {"name": "www"}, "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    created = h.create(sts)
+    assert created.spec.pod_management_policy == "OrderedReady"
+    del sts.spec.volume_claim_templates[:]
+    sts.metadata.name = "other"
+    assert refused(h, sts).field == "spec.template.spec.containers[0].volumeMounts[0].name"

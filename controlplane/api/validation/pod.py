@@ -48,8 +48,12 @@ FIELD_REF_PATHS = (
 
 
 def validate_pod_spec(spec: core_pb2.PodSpec, path: str, errs: Errors, *,
-                      restart_policies: tuple[str, ...] = RESTART_POLICIES) -> None:
+                      restart_policies: tuple[str, ...] = RESTART_POLICIES,
+                      claim_volumes: tuple[str, ...] = ()) -> None:
+    """`claim_volumes`: volume names a StatefulSet's volumeClaimTemplates add."""
     volumes = _volumes(spec.volumes, f"{path}.volumes", errs)
+    for name in claim_volumes:
+        volumes.setdefault(name, "persistent_volume_claim")
     if not spec.containers:
         errs.required(f"{path}.containers", "a pod needs at least one container")
     names: set[str] = set()
@@ -412,10 +416,12 @@ def _affinity(aff: core_pb2.Affinity, path: str, errs: Errors) -> None:
 
 def validate_template(tpl: core_pb2.PodTemplateSpec, path: str, errs: Errors,
                       selector: object | None, *,
-                      restart_policies: tuple[str, ...] = ("Always",)) -> None:
+                      restart_policies: tuple[str, ...] = ("Always",),
+                      claim_volumes: tuple[str, ...] = ()) -> None:
     """A workload's pod template; `selector` (a LabelSelector) must match its labels."""
     check_labels(tpl.metadata.labels, f"{path}.metadata.labels", errs)
-    validate_pod_spec(tpl.spec, f"{path}.spec", errs, restart_policies=restart_policies)
+    validate_pod_spec(tpl.spec, f"{path}.spec", errs, restart_policies=restart_policies,
+                      claim_volumes=claim_volumes)
     if selector is None:
         return
     try:

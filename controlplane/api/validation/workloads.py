@@ -15,11 +15,12 @@ POD_MANAGEMENT_POLICIES = ("OrderedReady", "Parallel")
 
 
 def _workload(spec: object, path: str, errs: Errors,
-              restart_policies: tuple[str, ...] = ("Always",)) -> None:
+              restart_policies: tuple[str, ...] = ("Always",),
+              claim_volumes: tuple[str, ...] = ()) -> None:
     sel_ok = check_label_selector(spec.selector, f"{path}.selector", errs)  # type: ignore[attr-defined]
     validate_template(spec.template, f"{path}.template", errs,  # type: ignore[attr-defined]
                       spec.selector if sel_ok else None,  # type: ignore[attr-defined]
-                      restart_policies=restart_policies)
+                      restart_policies=restart_policies, claim_volumes=claim_volumes)
 
 
 def _replicas(spec: object, path: str, errs: Errors) -> None:
@@ -79,7 +80,8 @@ def validate_replica_set(rs: apps_pb2.ReplicaSet, errs: Errors) -> None:
 
 def validate_stateful_set(s: apps_pb2.StatefulSet, errs: Errors) -> None:
     spec, path = s.spec, "spec"
-    _workload(spec, path, errs)
+    claims = tuple(c.metadata.name for c in spec.volume_claim_templates if c.metadata.name)
+    _workload(spec, path, errs, claim_volumes=claims)
     _replicas(spec, path, errs)
     if spec.service_name:
         for p in check_dns1123_label(spec.service_name):
