@@ -107,6 +107,15 @@ class WatchStream:
         # Open the store watch now, so Expired / Invalid surface before streaming.
         if resource_version:
             start = parse_revision(resource_version)
+            if start > store.revision:
+                # Maybe this replica is behind the one the client read from; a
+                # linearizable read tells. Beyond the cluster's revision it is a
+                # client bug that would otherwise wait forever in silence.
+                _, now = store.list(kind, flt.namespace or None, linearizable=True)
+                if start > now:
+                    raise Invalid(f"resourceVersion {start} is newer than the store's "
+                                  f"revision {now}: it did not come from this cluster",
+                                  "resourceVersion")
         else:
             records, start = store.list(kind, flt.namespace or None, linearizable=linearizable)
             self._initial = [r for r in records if flt.matches(r)]

@@ -211,3 +211,10 @@ def test_set_based_selector_on_watch(h: Handler) -> None:
     h.update(cur)
     assert summary(take(events, 1)) == [("DELETED", "a")]
     stream.cancel()
+
+
+def test_resource_version_from_the_future_is_refused(h: Handler) -> None:
+    with pytest.raises(Invalid) as info:
+        h.watch("Pod", "default", resource_version=str(h.store.revision + 100))
+    assert "newer than the store's revision" in str(info.value)
+    h.watch("Pod", "default", resource_version=str(h.store.revision)).cancel()
