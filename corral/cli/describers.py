@@ -58,7 +58,8 @@ class _Writer:
             elif value is None:
                 out.append("  " * indent + key)
             else:
-                label = f"{key}:".ljust(widths[indent] + 2)
+                # An empty key continues the value list of the line above.
+                label = (f"{key}:" if key else "").ljust(widths[indent] + 2)
                 out.append(("  " * indent + label + value).rstrip())
         return "\n".join(out) + "\n"
 

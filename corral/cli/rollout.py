@@ -298,8 +298,11 @@ def run_undo(ctx: Context) -> int:
         if _strip_hash(obj.spec.template) == template:
             return False
         obj.spec.template.CopyFrom(template)
+        # As kubectl: the change-cause is the one recorded with that revision (or none).
         if cause:
             obj.metadata.annotations[CHANGE_CAUSE] = cause
+        else:
+            obj.metadata.annotations.pop(CHANGE_CAUSE, None)
         return True
 
     _, changed = objects.modify(ctx.client, info, name, ctx.namespace, change)

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -220,6 +220,62 @@ def test_config_file_and_unix_socket(cluster: Cluster, tmp_path: Path) -> None:
     r = corral("get", "cm", "-o", "name", servers=[cluster.endpoints[0]], home=home)
     assert r.stdout == "configmap/c\n"  # namespace from the file, server from CORRAL_SERVER
     corral("delete", "ns", ns, servers=cluster.endpoints)
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.3)
+
+
+def test_rollout_history_undo_and_scale_with_the_controllers(cluster: Cluster) -> None:
+    """The leader's deployment controller makes a ReplicaSet per template; the CLI reads
+    the revisions it records and rolls back to one."""
+    ns = unique("roll")
+    servers = cluster.endpoints
+    v1 = app_manifest(ns)
+    v2 = v1.replace("localhost/busybox:latest", "localhost/busybox:v2").replace(
+        "labels: {app: web}\nspec:\n  replicas",
+        "labels: {app: web}\n  annotations: {kubernetes.io/change-cause: image v2}\nspec:\n"
+        "  replicas")
+    assert corral("apply", "-f", "-", stdin=v1, servers=servers).returncode == 0
+
+    def revisions() -> list[str]:
+        r = corral("rollout", "history", "deployment/web", "-n", ns, servers=servers)
+        return r.stdout.splitlines()[2:]
+
+    wait_for(lambda: len(revisions()) == 1, "revision 1")
+    r = corral("apply", "-f", "-", stdin=v2, servers=servers)
+    assert "deployment.apps/web configured" in r.stdout
+    wait_for(lambda: len(revisions()) == 2, "revision 2")
+    assert [line.split(None, 1) for line in revisions()] == [["1", "<none>"],
+                                                              ["2", "image v2"]]
+
+    r = corral("rollout", "undo", "deployment", "web", "-n", ns, servers=servers)
+    assert (r.returncode, r.stdout) == (0, "deployment.apps/web rolled back\n"), r.stderr
+    r = corral("get", "deploy", "web", "-n", ns, "-o", "json", servers=servers)
+    spec = json.loads(r.stdout)["spec"]["template"]
+    assert spec["spec"]["containers"][0]["image"] == "localhost/busybox:latest"
+    assert "pod-template-hash" not in spec["metadata"]["labels"]
+    # The controller re-numbers revision 1's ReplicaSet as revision 3 (as Kubernetes).
+    wait_for(lambda: [line.split(None, 1)[0] for line in revisions()] == ["2", "3"],
+             "revision 3")
+    # kubectl's rule: the change-cause is the one recorded with the revision rolled to.
+    assert revisions()[-1].split(None, 1) == ["3", "<none>"]
+
+    r = corral("scale", "deploy/web", "-n", ns, "--replicas", "1", servers=servers)
+    assert r.stdout == "deployment.apps/web scaled\n"
+
+    def desired() -> list[str]:
+        r = corral("get", "rs", "-n", ns, "-o", "json", servers=servers)
+        return sorted(str(rs["spec"].get("replicas", 0)) + ":" +
+                      rs["spec"]["template"]["spec"]["containers"][0]["image"]
+                      for rs in json.loads(r.stdout)["items"])
+
+    wait_for(lambda: "1:localhost/busybox:latest" in desired(), "the ReplicaSet scaled to 1")
+    corral("delete", "ns", ns, servers=servers)
 
 
 def test_dead_first_endpoint_is_skipped(cluster: Cluster) -> None:

@@ -319,3 +319,13 @@ def test_verb_detection_for_lazy_lab_loading() -> None:
     assert verb_of(["--namespace=x", "lab"]) == "lab"
     assert verb_of(["-h"]) is None
     assert verb_of(["-s", "lab:1", "get"]) == "get"
+
+
+def test_describe_lists_every_annotation_aligned() -> None:
+    cm = core_pb2.ConfigMap()
+    cm.metadata.name = "c"
+    cm.metadata.annotations.update({"a": "1", "b": "2"})
+    lines = describers.describe(kinds.by_kind("ConfigMap"), cm, NOW).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("Annotations:"))
+    assert lines[at] == "Annotations:        a: 1"
+    assert lines[at + 1] == "                    b: 2"
