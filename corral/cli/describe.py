@@ -63,9 +63,10 @@ def related(ctx: Context, info: kinds.KindInfo, obj: Any) -> describers.Related:
     m = obj.metadata
     out = describers.Related()
     selector = f"involvedObject.kind={info.kind},involvedObject.name={m.name}"
-    if m.uid:
-        selector += f",involvedObject.uid={m.uid}"
-    out.events, _ = ctx.client.list("Event", m.namespace, field_selector=selector)
+    events, _ = ctx.client.list("Event", m.namespace, field_selector=selector)
+    # An earlier object of the same name had another uid: not its events. An event
+    # that names no uid is kept (its writer did not know it).
+    out.events = [e for e in events if e.involved_object.uid in ("", m.uid)]
     if info.kind == "Deployment":
         out.replica_sets, _ = ctx.client.list("ReplicaSet", m.namespace)
     elif info.kind in _WORKLOADS:
