@@ -481,3 +481,14 @@ def test_output_of_objects_is_kubernetes_shaped(cli: Cli, tmp_path: Path) -> Non
     assert data["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
         "cpu": "0.1", "memory": "16Mi"}
     assert manifest.parse_dict(data).spec.replicas == 2
+
+
+def test_kubernetes_docs_manifests_apply_and_reapply_unchanged(cli: Cli) -> None:
+    docs = str(Path(__file__).parent / "manifests" / "k8s-docs.yaml")
+    assert cli("create", "namespace", "kube-system").code == 0
+    r = cli("apply", "-f", docs)
+    assert r.code == 0, r.err
+    assert [line.rsplit(" ", 1)[1] for line in r.out.splitlines()] == ["created"] * 11
+    assert r.out.splitlines()[0] == "namespace/development created"  # Namespaces first
+    r = cli("apply", "-f", docs)
+    assert [line.rsplit(" ", 1)[1] for line in r.out.splitlines()] == ["unchanged"] * 11
