@@ -28,6 +28,8 @@ the data folder; no threads.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
@@ -37,9 +39,12 @@ from typing import Any
 
 import yaml
 
+from corral.errors import Invalid
 from corral.names import check_dns1123_label
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Where the controllers (issue 5) define their settings: ControllersConfig.from_mapping.
+CONTROLLERS_CONFIG_MODULE = "controlplane.controllers.config"
 DEFAULT_API_WORKERS = 1024
 _CLUSTER_CIDR = ipaddress.IPv4Network("10.244.0.0/16")
 _SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/12")
@@ -233,6 +238,18 @@ def _password(value: Any) -> tuple[Path, str]:
     return path, secret
 
 
+def _check_controllers(mapping: dict[str, Any]) -> None:
+    """The controllers' own settings (issue 5), checked at start rather than when
+    this replica first leads, so a typo stops the process with the key named."""
+    if importlib.util.find_spec(CONTROLLERS_CONFIG_MODULE) is None:
+        return
+    module = importlib.import_module(CONTROLLERS_CONFIG_MODULE)
+    try:
+        module.ControllersConfig.from_mapping(mapping)
+    except Invalid as err:
+        raise ConfigError(err.field or "controllers", err.reason) from None
+
+
 def build(settings: Mapping[str, Any]) -> Config:
     """Check every setting and build a Config (raises ConfigError)."""
     s = dict(settings)
@@ -303,6 +320,7 @@ def build(settings: Mapping[str, Any]) -> Config:
     controllers = s.get("controllers") or {}
     if not isinstance(controllers, dict):
         raise ConfigError("controllers", "must be a mapping")
+    _check_controllers(controllers)
     return Config(
         name=name, raft_address=raft_address, peers=peers, data_dir=data_dir,
         raft_password=password, raft_password_file=pw_path, listen=listen, socket=sock,

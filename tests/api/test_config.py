@@ -62,6 +62,14 @@ def test_controllers_mapping_is_accepted(tmp_path: Path, base: dict[str, Any]) -
         "node_monitor_grace_period": 10}
 
 
+def test_controllers_keys_are_checked_at_start(tmp_path: Path, base: dict[str, Any]) -> None:
+    base["controllers"] = {"node_monitor_grace_perod": 10}
+    with pytest.raises(ConfigError) as info:
+        load(["--config", write(tmp_path, base)])
+    assert info.value.key == "controllers.node_monitor_grace_perod"
+    assert "unknown key" in str(info.value)
+
+
 def test_api_address_replaces_a_wildcard_host(tmp_path: Path, base: dict[str, Any]) -> None:
     base["listen"] = "0.0.0.0:6443"
     assert load(["--config", write(tmp_path, base)]).api_address == "127.0.0.1:6443"
