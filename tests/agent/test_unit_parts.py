@@ -1,0 +1,397 @@
+"""Unit tests (no cluster, no Podman) of the agent's pure parts: config, IPAM, env,
+DNS files, projected files, container rendering, probes, PLEG diff, routes, usage."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from google.protobuf import struct_pb2
+
+from corral.v1 import core_pb2
+from nodeagent import atomicwriter, containerspec, dnsfiles, envvars, hostnet, pleg, probes, usage
+from nodeagent.config import ConfigError, load, parse
+from nodeagent.ipam import Ipam, IpamError, next_free
+from nodeagent.records import RUNNING, ContainerRecord, from_podman
+
+BASE = {"node_name": "n1", "node_ip": "10.0.0.5", "servers": ["127.0.0.1:6443"]}
+
+
+# ---- config ----------------------------------------------------------------------------------
+def test_config_defaults_and_derived_paths() -> None:
+    cfg = parse(dict(BASE, state_dir="/var/lib/a"))
+    assert cfg.agent_port == 10250 and cfg.cluster_cidr == "10.244.0.0/16"
+    assert cfg.lease_period == 2.0 and cfg.status_period == 10.0
+    assert cfg.bridge == "corral0" and cfg.cluster_dns == "10.96.0.10"
+    assert cfg.podman_socket == Path("/var/lib/a/podman.sock")
+    assert cfg.storage_root == "/var/lib/a/storage"
+    assert cfg.cgroup_parent == "/corral-n1"
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"node_ip": "nope"}, "node_ip"),
+    ({"node_ip": "10.244.1.1"}, "node_ip"),
+    ({"servers": []}, "servers"),
+    ({"agent_port": 70000}, "agent_port"),
+    ({"lease_period": 0}, "lease_period"),
+    ({"lease_duration": 1}, "lease_duration"),
+    ({"bridge": "a-much-too-long-name"}, "bridge"),
+    ({"cluster_cidr": "10.244.0.1/16"}, "cluster_cidr"),
+    ({"service_cidr": "10.244.0.0/12"}, "service_cidr"),
+    ({"reserved": {"cpu": "lots"}}, "reserved.cpu"),
+    ({"reserved": {"disk": "1Gi"}}, "reserved.disk"),
+    ({"taints": ["dedicated=gpu:Sometimes"]}, "taints[0]"),
+    ({"labels": {"bad key!": "x"}}, "labels.bad key!"),
+    ({"podman": {"call_timeout": "soon"}}, "podman.call_timeout"),
+    ({"podman": {"cgroup_parent": "relative"}}, "podman.cgroup_parent"),
+    ({"podman": {"containers_conf": "/no/such/file"}}, "podman.containers_conf"),
+    ({"podman": {"nonsense": 1}}, "podman.nonsense"),
+    ({"backoff": {"base": 10, "max": 1}}, "backoff.max"),
+    ({"surprise": True}, "surprise"),
+])
+def test_bad_config_names_the_key(change: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(dict(BASE, **change))
+    assert str(err.value).startswith(f"{key}: "), str(err.value)
+
+
+def test_config_file_and_flag_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("node_name: from-file\nnode_ip: 10.0.0.9\nservers: [a:1]\n"
+                    "taints: ['dedicated=gpu:NoSchedule']\nreserved: {cpu: 500m, memory: 1Gi}\n")
+    cfg = load(str(path), {"node_name": "from-flag", "servers": None})
+    assert cfg.node_name == "from-flag" and cfg.servers == ("a:1",)
+    assert cfg.taints[0].effect == "NoSchedule" and cfg.taints[0].value == "gpu"
+    assert cfg.reserved_cpu_millis == 500 and cfg.reserved_memory_bytes == 2**30
+    path.write_text("[not, a, mapping]\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load(str(path))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(str(tmp_path / "missing.yaml"))
+
+
+# ---- IPAM ------------------------------------------------------------------------------------
+def test_next_free_skips_gateway_and_wraps_round_robin() -> None:
+    net = ipaddress.IPv4Network("10.244.3.0/29")  # .1 gateway, .2-.6 pods
+    assert str(next_free(net, [])) == "10.244.3.2"
+    assert str(next_free(net, ["10.244.3.2"], last="10.244.3.2")) == "10.244.3.3"
+    assert str(next_free(net, ["10.244.3.3"], last="10.244.3.6")) == "10.244.3.2"
+    with pytest.raises(IpamError, match="full"):
+        next_free(net, [f"10.244.3.{i}" for i in range(2, 7)])
+
+
+def test_ipam_persists_and_never_reuses_a_live_address(tmp_path: Path) -> None:
+    path = tmp_path / "ipam.json"
+    ipam = Ipam(path)
+    ipam.set_cidr("10.244.7.0/24")
+    a = ipam.allocate("pod-a")
+    b = ipam.allocate("pod-b")
+    assert (a, b) == ("10.244.7.2", "10.244.7.3")
+    assert ipam.allocate("pod-a") == a  # idempotent
+    again = Ipam(path)  # a restarted agent
+    assert again.lookup("pod-b") == b
+    assert again.allocate("pod-c") == "10.244.7.4"
+    again.release("pod-a")
+    # Round-robin: the just-released address is not the next one handed out.
+    assert again.allocate("pod-d") == "10.244.7.5"
+    assert json.loads(path.read_text())["allocations"] == {
+        "10.244.7.3": "pod-b", "10.244.7.4": "pod-c", "10.244.7.5": "pod-d"}
+
+
+def test_ipam_concurrent_allocations_are_unique(tmp_path: Path) -> None:
+    ipam = Ipam(tmp_path / "ipam.json")
+    ipam.set_cidr("10.244.9.0/24")
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def take(i: int) -> None:
+        ip = ipam.allocate(f"pod-{i}")
+        with lock:
+            got.append(ip)
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 40
+
+
+# ---- env -------------------------------------------------------------------------------------
+def _pod() -> core_pb2.Pod:
+    p = core_pb2.Pod()
+    p.metadata.name = "web-1"
+    p.metadata.namespace = "shop"
+    p.metadata.uid = "u-1"
+    p.metadata.labels["app"] = "web"
+    p.spec.node_name = "n1"
+    return p
+
+
+def test_env_expansion_rules() -> None:
+    env = {"A": "x", "B": "y"}
+    assert envvars.expand("$(A)-$(B)", env) == "x-y"
+    assert envvars.expand("$$(A)", env) == "$(A)"
+    assert envvars.expand("$(MISSING) $(A", env) == "$(MISSING) $(A"
+
+
+def test_env_resolution_sources_and_errors() -> None:
+    cm = core_pb2.ConfigMap(data={"k": "v", "bad-name": "skip", "OK_NAME": "o"})
+    sec = core_pb2.Secret(data={"pw": b"hunter2"})
+    c = core_pb2.Container(name="c")
+    c.env_from.add(config_map_ref=core_pb2.NameOptional(name="cm"), prefix="P_")
+    c.env.add(name="FROM_CM", value_from=core_pb2.EnvVarSource(
+        config_map_key_ref=core_pb2.KeySelector(name="cm", key="k")))
+    c.env.add(name="PW", value_from=core_pb2.EnvVarSource(
+        secret_key_ref=core_pb2.KeySelector(name="sec", key="pw")))
+    c.env.add(name="IP", value_from=core_pb2.EnvVarSource(
+        field_ref=core_pb2.ObjectFieldSelector(field_path="status.podIP")))
+    c.env.add(name="APP", value_from=core_pb2.EnvVarSource(
+        field_ref=core_pb2.ObjectFieldSelector(field_path="metadata.labels['app']")))
+    c.env.add(name="BOTH", value="$(FROM_CM)/$(PW)")
+    env = envvars.resolve(_pod(), c, pod_ip="10.244.0.9", host_ip="10.0.0.5",
+                          get_configmap=lambda ns, n: cm if (ns, n) == ("shop", "cm") else None,
+                          get_secret=lambda ns, n: sec if n == "sec" else None)
+    assert env == {"P_k": "v", "P_bad-name": "skip", "P_OK_NAME": "o", "FROM_CM": "v",
+                   "PW": "hunter2", "IP": "10.244.0.9", "APP": "web", "BOTH": "v/hunter2"}
+
+    missing = core_pb2.Container(name="c")
+    missing.env.add(name="X", value_from=core_pb2.EnvVarSource(
+        secret_key_ref=core_pb2.KeySelector(name="sec", key="nope")))
+    with pytest.raises(envvars.ContainerConfigError,
+                       match="couldn't find key nope in Secret shop/sec"):
+        envvars.resolve(_pod(), missing, pod_ip="", host_ip="", get_configmap=lambda *_: None,
+                        get_secret=lambda ns, n: sec)
+    optional = core_pb2.Container(name="c")
+    optional.env.add(name="X", value_from=core_pb2.EnvVarSource(
+        config_map_key_ref=core_pb2.KeySelector(name="none", key="k", optional=True)))
+    assert envvars.resolve(_pod(), optional, pod_ip="", host_ip="",
+                           get_configmap=lambda *_: None, get_secret=lambda *_: None) == {}
+    with pytest.raises(envvars.ContainerConfigError, match='configmap "none" not found'):
+        optional.env[0].value_from.config_map_key_ref.ClearField("optional")
+        envvars.resolve(_pod(), optional, pod_ip="", host_ip="",
+                        get_configmap=lambda *_: None, get_secret=lambda *_: None)
+
+
+def test_command_and_args_map_to_entrypoint_and_cmd() -> None:
+    c = core_pb2.Container(command=["sh", "-c"], args=["echo $(X)"])
+    assert envvars.command_line(c, {"X": "1"}) == (["sh", "-c"], ["echo 1"])
+    assert envvars.command_line(core_pb2.Container(command=["sleep", "1"]), {}) == (
+        ["sleep", "1"], [])
+    assert envvars.command_line(core_pb2.Container(args=["-v"]), {}) == (None, ["-v"])
+    assert envvars.command_line(core_pb2.Container(), {}) == (None, None)
+
+
+# ---- DNS files -------------------------------------------------------------------------------
+def test_resolv_conf_cluster_first_and_default() -> None:
+    p = _pod()
+    text = dnsfiles.resolv_conf(p, cluster_dns="10.96.0.10", cluster_domain="cluster.local",
+                                host_resolv="nameserver 8.8.8.8\nsearch corp.example\n")
+    assert text == ("nameserver 10.96.0.10\n"
+                    "search shop.svc.cluster.local svc.cluster.local cluster.local "
+                    "corp.example\noptions ndots:5\n")
+    p.spec.dns_policy = "Default"
+    assert dnsfiles.resolv_conf(p, cluster_dns="x", cluster_domain="y",
+                                host_resolv="nameserver 1.1.1.1") == "nameserver 1.1.1.1\n"
+
+
+def test_hosts_file_names_the_pod() -> None:
+    p = _pod()
+    assert "10.244.0.9\tweb-1\n" in dnsfiles.hosts(p, "10.244.0.9", cluster_domain="c.l")
+    p.spec.hostname = "db-0"
+    p.spec.subdomain = "db"
+    assert "10.244.0.9\tdb-0.db.shop.svc.c.l\tdb-0\n" in dnsfiles.hosts(
+        p, "10.244.0.9", cluster_domain="c.l")
+    assert dnsfiles.hosts(p, "", cluster_domain="c.l").startswith("# Kubernetes-managed")
+
+
+# ---- atomic writer ---------------------------------------------------------------------------
+def test_atomic_writer_swaps_data_and_links(tmp_path: Path) -> None:
+    d = tmp_path / "vol"
+    assert atomicwriter.write(d, {"a": (b"1", 0o644), "sub/b": (b"2", 0o600)})
+    assert (d / "a").read_bytes() == b"1" and (d / "sub" / "b").read_bytes() == b"2"
+    assert os.readlink(d / "a") == "..data/a"
+    first = os.readlink(d / "..data")
+    assert not atomicwriter.write(d, {"a": (b"1", 0o644), "sub/b": (b"2", 0o600)})
+    assert atomicwriter.write(d, {"a": (b"3", 0o644)})
+    assert os.readlink(d / "..data") != first
+    assert not (d / first).exists()
+    assert not (d / "sub").exists()
+    assert (d / "a").read_bytes() == b"3"
+    assert ((d / "..data" / "a").stat().st_mode & 0o777) == 0o644
+    with pytest.raises(atomicwriter.PayloadError):
+        atomicwriter.write(d, {"../escape": (b"x", 0o644)})
+
+
+# ---- container rendering ---------------------------------------------------------------------
+def test_create_kwargs_render_limits_mounts_and_network() -> None:
+    pod = _pod()
+    c = core_pb2.Container(name="web", image="img:1", command=["httpd"], args=["-f"],
+                           working_dir="/srv")
+    c.resources.limits.update({"cpu": "1500m", "memory": "128Mi"})
+    c.volume_mounts.add(name="data", mount_path="/data", read_only=True, sub_path="x")
+    mounts = containerspec.mounts_for(c, {"data": "/var/vol/data"}, "spec.containers[0]")
+    kw = containerspec.create_kwargs(
+        pod, c, name="n", labels={"l": "v"}, env={"A": "1"}, netns_path="/run/netns/p",
+        mounts=mounts, hosts_path="/h", resolv_path="/r", cgroup_parent="/cg",
+        hostname="web-1", where="spec.containers[0]")
+    assert kw["network_mode"] == "ns:/run/netns/p"
+    assert (kw["entrypoint"], kw["command"], kw["working_dir"]) == (["httpd"], ["-f"], "/srv")
+    assert (kw["cpu_quota"], kw["cpu_period"], kw["mem_limit"]) == (150000, 100000, 2**27)
+    assert kw["cpu_shares"] == 1536
+    assert {"type": "bind", "source": "/var/vol/data/x", "target": "/data",
+            "read_only": True} in kw["mounts"]
+    assert kw["mounts"][0] == {"type": "bind", "source": "/h", "target": "/etc/hosts"}
+    with pytest.raises(envvars.ContainerConfigError, match="volume 'data' is not ready"):
+        containerspec.mounts_for(c, {}, "spec.containers[0]")
+    c.volume_mounts[0].sub_path = "../up"
+    with pytest.raises(envvars.ContainerConfigError, match="subPath"):
+        containerspec.mounts_for(c, {"data": "/v"}, "spec.containers[0]")
+
+
+def test_kubelet_cpu_formulas() -> None:
+    assert containerspec.cpu_quota(1) == 1000 and containerspec.cpu_quota(250) == 25000
+    assert containerspec.cpu_shares(0) == 2 and containerspec.cpu_shares(100) == 102
+
+
+# ---- probes ----------------------------------------------------------------------------------
+def test_probe_defaults_and_thresholds() -> None:
+    s = probes.defaults(core_pb2.Probe(success_threshold=3), probes.LIVENESS)
+    assert (s.period, s.timeout, s.success_threshold, s.failure_threshold) == (10, 1, 1, 3)
+    r = probes.defaults(core_pb2.Probe(success_threshold=2, period_seconds=1,
+                                       initial_delay_seconds=5), probes.READINESS)
+    state = probes.ProbeState.new(probes.READINESS, r, "c1", started_at=100.0)
+    assert state.next_due == 105.0 and state.result is False
+    assert not probes.record(state, True, 105.0)
+    assert probes.record(state, True, 106.0) and state.result is True
+    assert state.next_due == 107.0
+    assert not probes.record(state, False, 107.0)
+    assert not probes.record(state, False, 108.0)
+    assert probes.record(state, False, 109.0) and state.result is False
+
+
+def test_liveness_starts_true_and_startup_signals_once() -> None:
+    live = probes.ProbeState.new(probes.LIVENESS, probes.defaults(
+        core_pb2.Probe(failure_threshold=2), probes.LIVENESS), "c", 0.0)
+    assert live.result is True
+    assert not probes.record(live, False, 1.0)
+    assert probes.record(live, False, 2.0) and live.result is False
+    start = probes.ProbeState.new(probes.STARTUP, probes.defaults(
+        core_pb2.Probe(failure_threshold=2), probes.STARTUP), "c", 0.0)
+    assert not probes.record(start, False, 1.0)
+    assert probes.record(start, False, 2.0)
+    assert not probes.record(start, False, 3.0)
+
+
+def test_prober_gates_liveness_behind_startup_and_reports() -> None:
+    calls: list[list[str]] = []
+    changes: list[str] = []
+    results = {"startup": 1, "live": 0}
+
+    def exec_fn(cid: str, cmd: list[str], timeout: float) -> tuple[int, bytes, bytes]:
+        calls.append(cmd)
+        return results[cmd[0]], b"", b""
+
+    clock = [1000.0]
+    prober = probes.Prober(exec_fn=exec_fn, on_change=changes.append, clock=lambda: clock[0])
+    pod = _pod()
+    spec = pod.spec.containers.add(name="c")
+    spec.startup_probe.exec.command.append("startup")
+    spec.startup_probe.period_seconds = 1
+    spec.liveness_probe.exec.command.append("live")
+    spec.liveness_probe.period_seconds = 1
+    # Drive the scheduler by hand: no thread, a fake clock.
+    prober.sync_pod(pod, {"c": ("cid-1", 1000.0)}, "10.244.0.9")
+    assert prober.view("u-1", "c", "cid-1") == probes.ProbeView(started=False, ready=False)
+    key_s = ("u-1", "c", probes.STARTUP)
+    key_l = ("u-1", "c", probes.LIVENESS)
+    assert prober._gated(key_l)
+    prober._run(key_s, prober._targets[key_s])  # startup fails (exit 1)
+    results["startup"] = 0
+    prober._run(key_s, prober._targets[key_s])
+    assert changes == ["u-1"] and not prober._gated(key_l)
+    assert prober.view("u-1", "c", "cid-1").started
+    for _ in range(3):
+        prober._run(key_l, prober._targets[key_l])
+    assert prober.failed_liveness("u-1") == {}
+    results["live"] = 1
+    for _ in range(3):
+        prober._run(key_l, prober._targets[key_l])
+    assert "cid-1" in prober.failed_liveness("u-1")
+    # A new container id starts fresh probe states.
+    prober.sync_pod(pod, {"c": ("cid-2", 1010.0)}, "10.244.0.9")
+    assert prober.failed_liveness("u-1") == {}
+    prober._pool.shutdown()
+
+
+def test_probe_port_by_number_or_name() -> None:
+    c = core_pb2.Container()
+    c.ports.add(name="http", container_port=8080)
+    assert probes._port(struct_pb2.Value(number_value=81), c) == 81
+    assert probes._port(struct_pb2.Value(string_value="http"), c) == 8080
+    with pytest.raises(ValueError, match="no container port named"):
+        probes._port(struct_pb2.Value(string_value="grpc"), c)
+
+
+# ---- PLEG diff, records ----------------------------------------------------------------------
+def _attrs(uid: str, cid: str, state: str = "running", **labels: str) -> dict[str, object]:
+    return {"Id": cid, "Names": [f"n-{cid}"], "State": state, "ExitCode": 0,
+            "StartedAt": 1000, "ExitedAt": 0, "Pid": 42,
+            "Labels": {"io.corral.pod.uid": uid, "io.corral.container.name": "c",
+                       "io.corral.container.attempt": "2", **labels}}
+
+
+def test_records_from_podman_list() -> None:
+    r = from_podman(_attrs("u1", "abc"))
+    assert r is not None and (r.pod_uid, r.name, r.attempt, r.state, r.pid) == (
+        "u1", "c", 2, RUNNING, 42)
+    assert from_podman({"Id": "x", "Labels": {}}) is None
+
+
+def test_generate_events_names_changed_pods() -> None:
+    def rec(uid: str, cid: str, state: str = "running") -> ContainerRecord:
+        r = from_podman(_attrs(uid, cid, state))
+        assert r is not None
+        return r
+    old = {"a": rec("u1", "a"), "b": rec("u2", "b"), "c": rec("u3", "c")}
+    new = {"a": rec("u1", "a"), "b": rec("u2", "b", "exited"), "d": rec("u4", "d")}
+    assert pleg.generate_events(old, new) == {"u2", "u3", "u4"}
+    assert pleg.generate_events(new, new) == set()
+    moved = dict(new, a=replace(new["a"], started_at=2000.0))
+    assert pleg.generate_events(new, moved) == {"u1"}
+
+
+# ---- routes ----------------------------------------------------------------------------------
+def test_desired_routes_skip_self_and_foreign_cidrs() -> None:
+    nodes = [("n1", "10.244.1.0/24", "10.0.0.1"), ("n2", "10.244.2.0/24", "10.0.0.2"),
+             ("n3", "", "10.0.0.3"), ("n4", "192.168.0.0/24", "10.0.0.4"),
+             ("n5", "10.244.5.0/24", "")]
+    routes = hostnet.desired_routes("n1", nodes, "10.244.0.0/16")
+    assert routes == {"10.244.2.0/24": hostnet.NodeRoute("n2", "10.244.2.0/24", "10.0.0.2")}
+    rules = hostnet.masquerade_rules("10.244.0.0/16")
+    assert rules[0][:4] == ["-s", "10.244.0.0/16", "!", "-d"]
+
+
+# ---- usage -----------------------------------------------------------------------------------
+def test_usage_parsers_and_rate() -> None:
+    groups = usage.parse_proc_cgroup("4:memory:/a/libpod-x\n2:cpu,cpuacct:/a/libpod-x\n0::/u\n")
+    assert groups == {"memory": "/a/libpod-x", "cpu": "/a/libpod-x", "cpuacct": "/a/libpod-x",
+                      "": "/u"}
+    stat = usage.parse_memory_stat("cache 10\ntotal_inactive_file 300\n")
+    assert usage.working_set(1000, stat) == 700
+    a = usage.Reading(10.0, 1_000_000_000, 0)
+    b = usage.Reading(12.0, 2_000_000_000, 0)
+    assert usage.millicores(a, b) == 500
+
+
+def test_sampler_reads_this_process_cgroup() -> None:
+    s = usage.Sampler(min_interval=0.0)
+    first = s.sample({"me": os.getpid()})
+    assert "me" in first, "cgroup accounting files of this process are not readable"
+    sum(i * i for i in range(200_000))
+    second = s.sample({"me": os.getpid()})
+    assert second["me"][1] > 0
