@@ -225,8 +225,6 @@ class Handler:
                           "metadata.resourceVersion")
         if not m.name and m.generate_name:
             m.name = _generate(m.generate_name)
-        if not info.namespaced:
-            m.namespace = m.namespace  # refused by validation when set
         m.uid = _uid()
         self._now(m.creation_timestamp)
         m.generation = 1
