@@ -398,10 +398,18 @@ class HollowCluster:
 
     def _register(self, n: HollowNode) -> None:
         want = self._node_object(n)
-        try:
-            node = self.client.create(want)
-        except AlreadyExists:
-            node = self.client.get("Node", n.name)
+        for attempt in range(20):
+            try:
+                node = self.client.create(want)
+                break
+            except AlreadyExists:
+                node = self.client.get("Node", n.name)
+                break
+            except Conflict:
+                # Pod CIDR allocation collided with concurrent registrations: again.
+                if attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
         if not node.spec.pod_cidr:
             for _ in range(50):
                 node = self.client.get("Node", n.name)

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 class Context:
     """What every controller of one leadership term shares."""
 
-    client: Client
+    # A corral.client.Client, or a LocalClient with the same methods (in-process).
+    client: Client | Any
     informers: InformerSet
     recorder: Recorder | None
     clock: Clock

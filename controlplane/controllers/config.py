@@ -17,6 +17,8 @@ Every key is optional; an unknown key or a bad value is an error that names it
       scheduler_batch_size: 1000        # pods scheduled against one snapshot
       unschedulable_retry: 30           # s before an unschedulable pod is tried again
                                         # without any cluster change
+      in_process: true                  # call this replica's API handler directly
+                                        # (false: gRPC on its own socket)
       disabled: []                      # controller names to leave off (tests)
 """
 
@@ -48,6 +50,7 @@ class ControllersConfig:
     scheduler_bind_workers: int = 16
     scheduler_batch_size: int = 1000
     unschedulable_retry: float = 30.0
+    in_process: bool = True
     disabled: tuple[str, ...] = field(default_factory=tuple)
 
     @staticmethod
@@ -74,6 +77,10 @@ class ControllersConfig:
                     raise Invalid(f"unknown controller {bad[0]!r} (known: "
                                   f"{', '.join(CONTROLLER_NAMES)})", path)
                 values[key] = tuple(value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise Invalid(f"must be true or false, got {value!r}", path)
+                values[key] = value
             elif isinstance(default, str):
                 if not isinstance(value, str) or not value:
                     raise Invalid(f"must be a non-empty string, got {value!r}", path)

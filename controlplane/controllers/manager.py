@@ -44,6 +44,7 @@ from .garbagecollector import GarbageCollector
 from .housekeeping import ClaimBindingController, EventTTLController
 from .informers import InformerSet
 from .job import JobController
+from .localclient import LocalClient
 from .nodelifecycle import NodeLifecycleController
 from .recorder import Recorder
 from .replicaset import ReplicaSetController
@@ -69,8 +70,10 @@ class ControllerManager:
     name = "controllers"
 
     def __init__(self, endpoints: Sequence[str], config: ControllersConfig | None = None, *,
-                 identity: str = "", clock: Clock = SYSTEM) -> None:
+                 identity: str = "", clock: Clock = SYSTEM, handler: Any = None) -> None:
         self.endpoints = list(endpoints)
+        # This replica's API Handler, for in-process calls (see localclient.py).
+        self.handler = handler
         self.config = config or ControllersConfig()
         self.identity = identity
         self.clock = clock
@@ -104,7 +107,11 @@ class ControllerManager:
     # ---- the term ---------------------------------------------------------------------
     def _run(self) -> None:
         started = time.monotonic()
-        client = Client(self.endpoints, timeout=10.0, retry_for=10.0)
+        client: Any
+        if self.handler is not None and self.config.in_process:
+            client = LocalClient(self.handler)
+        else:
+            client = Client(self.endpoints, timeout=10.0, retry_for=10.0)
         informers = InformerSet(client)
         recorder = Recorder(client, "controller-manager", self.identity, clock=self.clock)
         sched_recorder = Recorder(client, "default-scheduler", self.identity, clock=self.clock)
@@ -175,4 +182,5 @@ def build(ctx: Any) -> list[ControllerManager]:
     """The hook of controlplane.main: `ctx` is its LeaderContext (config.controllers:
     the raw `controllers:` mapping; endpoints: this replica's own API)."""
     config = ControllersConfig.from_mapping(getattr(ctx.config, "controllers", None))
-    return [ControllerManager(ctx.endpoints, config, identity=getattr(ctx.config, "name", ""))]
+    return [ControllerManager(ctx.endpoints, config, identity=getattr(ctx.config, "name", ""),
+                              handler=getattr(ctx, "handler", None))]
