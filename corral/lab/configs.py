@@ -37,6 +37,9 @@ def controlplane_config(lab: LabPlan, host: HostPlan) -> dict[str, Any]:
         "service_cidr": lab.spec.service_cidr,
         "node_port_range": lab.spec.node_port_range,
         "log_level": lab.spec.log_level,
+        # PersistentVolumeClaim folders ("NODE:ROOT/NS/CLAIM-UID") inside the lab's
+        # own folder: every lab host shares this machine's file system.
+        "controllers": {"volume_root": str(lab.dir / "volumes")},
     }
 
 

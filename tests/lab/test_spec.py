@@ -149,6 +149,7 @@ def test_controlplane_config_has_the_keys_of_docs_api() -> None:
         "service_cidr": "10.96.0.0/12",
         "node_port_range": "30000-32767",
         "log_level": "info",
+        "controllers": {"volume_root": "/r/demo/volumes"},
     }
 
 
