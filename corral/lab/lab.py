@@ -240,7 +240,7 @@ class Lab:
         st.note("cgroups", p.cgroup)
         self._save()
         net.create_netns(p.switch_ns)
-        net.make_switch(p.switch_ns, p.bridge)
+        net.make_switch(p.switch_ns, p.bridge, p.gateway, p.prefixlen)
         for h in p.hosts:
             rep.detail(f"{h.name} {h.ip}")
             power.wire(p, h, p.bridge)

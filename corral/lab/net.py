@@ -191,13 +191,19 @@ def get_sysctl(ns: str, key: str) -> str:
     return in_netns(ns, read)
 
 
-def make_switch(ns: str, bridge: str) -> None:
-    """Loopback up and an up bridge `bridge` in the switch namespace."""
+def make_switch(ns: str, bridge: str, gateway: str | None = None,
+                prefixlen: int = 24) -> None:
+    """Loopback up and an up bridge `bridge` in the switch namespace; with `gateway`,
+    the bridge holds that address (the hosts' default gateway) and forwards nothing,
+    so a packet for anywhere outside the lab subnet ends there."""
     def run(ipr: IPRoute) -> None:
         _up(ipr, "lo")
         _add_bridge(ipr, bridge)
+        if gateway:
+            ipr.addr("add", index=_index(ipr, bridge), address=gateway, prefixlen=prefixlen)
 
     _ipr(ns, run)
+    set_sysctl(ns, "net.ipv4.ip_forward", "0")
 
 
 def _add_bridge(ipr: IPRoute, bridge: str) -> None:
@@ -232,10 +238,12 @@ def delete_link(ns: str, ifname: str) -> bool:
 
 
 def plug(switch_ns: str, bridge: str, port: str, host_ns: str, ip: str,
-         prefixlen: int, mac: str | None = None) -> None:
+         prefixlen: int, mac: str | None = None, gateway: str | None = None) -> None:
     """Wire host namespace `host_ns` to the switch: a veth whose switch end `port` is
     on `bridge` and whose host end eth0 holds ip/prefixlen; loopback and ip_forward
-    on in the host; eth0 gets the MAC `mac` if given."""
+    on in the host; eth0 gets the MAC `mac` if given, and a default route via
+    `gateway` if given (a host without one cannot even route to a Service VIP:
+    the kernel picks a route before the NAT rules rewrite the address)."""
     def switch_side(ipr: IPRoute) -> None:
         if _index(ipr, port) is not None:
             ipr.link("del", index=_index(ipr, port))
@@ -255,6 +263,8 @@ def plug(switch_ns: str, bridge: str, port: str, host_ns: str, ip: str,
             ipr.link("set", index=eth, address=mac)
         ipr.addr("add", index=eth, address=ip, prefixlen=prefixlen)
         ipr.link("set", index=eth, state="up")
+        if gateway:
+            ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
 
     _ipr(switch_ns, switch_side)
     _ipr(host_ns, host_side)

@@ -113,7 +113,8 @@ def wire(lab: LabPlan, host: HostPlan, bridge: str) -> None:
     """The host's namespace plugged into `bridge` of the switch (made if missing)."""
     if not net.netns_exists(host.netns):
         net.create_netns(host.netns)
-    net.plug(lab.switch_ns, bridge, host.port, host.netns, host.ip, host.prefixlen, host.mac)
+    net.plug(lab.switch_ns, bridge, host.port, host.netns, host.ip, host.prefixlen, host.mac,
+             lab.gateway)
 
 
 def start_processes(lab: LabPlan, host: HostPlan, hstate: HostState,

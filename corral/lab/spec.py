@@ -6,7 +6,8 @@ socket, config file and process the lab will make. Nothing here touches the
 machine, so every naming and addressing rule is tested without root.
 
 Naming (LAB is the lab name, hK the host):
-    switch namespace     corral-LAB-sw     holding bridge br0 (islands br1, br2, ...)
+    switch namespace     corral-LAB-sw     holding bridge br0 (islands br1, br2, ...), whose
+                                           address .1 is every host's default gateway
     host namespace       corral-LAB-hK     interface eth0, address on the lab subnet
     switch port          hK                the switch end of hK's veth
     pod namespaces       corral-LAB-hK-*   made by hK's agent (netns_prefix)
@@ -53,10 +54,9 @@ CONTROLPLANE = "controlplane"
 AGENT = "agent"
 NETPROXY = "netproxy"
 COMPONENTS = (CONTROLPLANE, AGENT, NETPROXY)
-# The processes `up` starts unless told otherwise. The agent and netproxy join
-# this tuple once their console scripts are real (issues 4 and 6); until then
-# `--components controlplane,agent,netproxy` switches them on explicitly.
-DEFAULT_COMPONENTS: tuple[str, ...] = (CONTROLPLANE,)
+# The processes `up` starts unless told otherwise (`--components`): all of them.
+# `--components controlplane` gives a control plane only (the Raft tests use it).
+DEFAULT_COMPONENTS: tuple[str, ...] = (CONTROLPLANE, AGENT, NETPROXY)
 # Console script per component; the lab runs `SCRIPT --config FILE`.
 SCRIPTS = {
     CONTROLPLANE: "corral-controlplane",
@@ -266,6 +266,8 @@ class LabPlan:
     subnet: str
     prefixlen: int
     run: Path
+    # The hosts' default gateway: held by the switch, which forwards nothing.
+    gateway: str
 
     @property
     def name(self) -> str:
@@ -387,6 +389,7 @@ def plan(spec: LabSpec, root: Path, run_root: Path = RUN_ROOT) -> LabPlan:
         subnet=str(subnet),
         prefixlen=subnet.prefixlen,
         run=run,
+        gateway=str(subnet.network_address + 1),
     )
 
 

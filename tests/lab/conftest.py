@@ -1,7 +1,9 @@
 """Lab fixtures (see tests/labfixture.py for the plain context manager).
 
-- `lab`: a running 3-host lab with the default components (real processes),
-  removed after the test and checked gone.
+- `lab`: a running 3-host lab with the default components (control plane, agent,
+  netproxy: real processes), removed after the test and checked gone.
+- `cp_lab`: the same with the control plane only (Raft tests: quicker, and
+  nothing else on the hosts).
 - `make_lab(**kwargs)`: more labs (`running_lab` arguments); all removed after.
 """
 
@@ -30,4 +32,10 @@ def make_lab() -> Iterator[Callable[..., Lab]]:
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     with running_lab(show_logs=True) as made:
+        yield made
+
+
+@pytest.fixture
+def cp_lab() -> Iterator[Lab]:
+    with running_lab(components=("controlplane",), show_logs=True) as made:
         yield made

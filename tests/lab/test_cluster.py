@@ -69,7 +69,8 @@ def stale_names(lab: Lab, host: str) -> set[str]:
     return {i.metadata.name for i in items}
 
 
-def test_a_leader_is_elected_and_writes_through_each_hosts_socket_work(lab: Lab) -> None:
+def test_a_leader_is_elected_and_writes_through_each_hosts_socket_work(cp_lab: Lab) -> None:
+    lab = cp_lab
     leader = lab.leader()
     assert leader in {"h1", "h2", "h3"}
     for h in ("h1", "h2", "h3"):
@@ -88,7 +89,8 @@ def test_a_leader_is_elected_and_writes_through_each_hosts_socket_work(lab: Lab)
 
 
 def test_power_loss_of_the_leader_host_fails_over_within_2s_and_it_catches_up(
-        lab: Lab) -> None:
+        cp_lab: Lab) -> None:
+    lab = cp_lab
     old = lab.leader()
     survivors = [h for h in ("h1", "h2", "h3") if h != old]
     with lab.client() as c:
@@ -123,7 +125,8 @@ def test_power_loss_of_the_leader_host_fails_over_within_2s_and_it_catches_up(
 
 @pytest.mark.parametrize("cut", ["leader", "follower"])
 def test_a_partitioned_replica_accepts_no_write_and_catches_up_after_heal(
-        lab: Lab, cut: str) -> None:
+        cp_lab: Lab, cut: str) -> None:
+    lab = cp_lab
     leader = lab.leader()
     alone = leader if cut == "leader" else next(h for h in ("h1", "h2", "h3") if h != leader)
     majority = [h for h in ("h1", "h2", "h3") if h != alone]

@@ -1,7 +1,7 @@
 """The README's run command, as a user types it: `corral lab up`, apply the example
-manifests, `corral get all -A`, `corral lab status`, `corral lab down` — real CLI
-processes, the client config found where `up` wrote it, all of it well under two
-minutes."""
+manifests, wait for the rollout, `corral get all -A` (three Running pods),
+`corral lab status`, `corral lab down` — real CLI processes, the client config
+found where `up` wrote it, all of it well under two minutes."""
 
 from __future__ import annotations
 
@@ -53,8 +53,10 @@ def test_up_apply_the_examples_get_all_status_and_down_in_under_two_minutes() ->
         assert servers == [f"unix:{base}/labs/{name}/h{k}/api.sock" for k in (1, 2, 3)]
         applied = corral("apply", "-f", "examples/")
         assert "deployment.apps/web created" in applied
+        corral("rollout", "status", "deployment", "web", "-n", "demo", "--timeout", "90s")
         everything = corral("get", "all", "-A")
         assert "deployment.apps/web" in everything and "service/web" in everything
+        assert everything.count("Running") == 3, everything
         status = corral("lab", "status")
         assert status.count(" on ") == 3
         corral("lab", "down")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pyroute2 import IPRoute
 
 from corral.lab import Lab, LabError, LabSpec, down, leftovers, net
 from corral.lab import cgroups as labcg
@@ -55,6 +56,15 @@ def reachable(lab: Lab, src: str, dst: str) -> bool:
         return False
 
 
+def route_via(netns: str, dst: str) -> str | None:
+    """The gateway the kernel of `netns` would send a packet for `dst` to."""
+    def lookup() -> str | None:
+        with IPRoute() as ipr:
+            return ipr.route("get", dst=dst)[0].get_attr("RTA_GATEWAY")  # type: ignore[no-any-return]
+
+    return net.in_netns(netns, lookup)
+
+
 def ask_socket(path: Path) -> str:
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(2)
@@ -87,9 +97,16 @@ def test_up_wires_hosts_runs_processes_inside_them_and_down_removes_all() -> Non
             assert f"{h.ip}/24" in links["eth0"]["addresses"]
             assert links["lo"]["state"] in ("unknown", "up")
             assert net.get_sysctl(h.netns, "net.ipv4.ip_forward") == "1"
-        # The switch: one port per host, all on br0.
+        # The switch: one port per host, all on br0, which holds the lab's gateway.
         sw = net.links(p.switch_ns)
         assert {sw[h.port]["master"] for h in p.hosts} == {"br0"}
+        assert sw["br0"]["addresses"] == ["10.250.0.1/24"]
+        assert net.get_sysctl(p.switch_ns, "net.ipv4.ip_forward") == "0"
+        # A host routes what is not on the lab subnet (a Service VIP) to that gateway
+        # (a route lookup only: no packet is sent).
+        for h in p.hosts:
+            assert route_via(h.netns, "10.96.0.1") == "10.250.0.1"
+            assert route_via(h.netns, "10.250.0.13") is None  # on-link
         # Control plane on the first two hosts only; agents everywhere.
         assert [c for c in pids_of(lab, "h3")] == ["agent"]
         assert sorted(pids_of(lab, "h1")) == ["agent", "controlplane"]
