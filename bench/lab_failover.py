@@ -154,7 +154,8 @@ def run(system: str, rounds: int) -> dict[str, object]:
         commands = {"controlplane": [sys.executable, __file__, "--etcd-shim"]}
     t0 = time.monotonic()
     try:
-        lab = Lab.up(LabSpec(name=name), root, commands=commands, wait=system == "corral")
+        lab = Lab.up(LabSpec(name=name, components=("controlplane",)), root, commands=commands,
+                     wait=system == "corral")
         sut: Corral | Etcd = Corral(lab) if system == "corral" else Etcd(lab)
         wait(lambda: sut.leader(HOSTS) != "", 60)
         up = time.monotonic() - t0
