@@ -24,7 +24,7 @@ from corral.v1 import api_pb2
 def encode(obj: Any) -> bytes:
     """The stored bytes of a kind message (its resourceVersion is not stored)."""
     env = kinds.wrap(obj)
-    inner = getattr(env, env.WhichOneof("kind"))
+    inner = getattr(env, env.WhichOneof("kind") or "")
     rv = inner.metadata.resource_version
     if rv:
         # wrap() copied the message: clearing here does not touch the caller's object.
@@ -56,7 +56,8 @@ def fill_envelope(target: api_pb2.Object, record: Record) -> None:
     watch event): no intermediate message and no copy, which matters for Lists
     of thousands and for watch fan-out."""
     target.ParseFromString(record.data)
-    getattr(target, target.WhichOneof("kind")).metadata.resource_version = str(record.revision)
+    field = target.WhichOneof("kind") or ""
+    getattr(target, field).metadata.resource_version = str(record.revision)
 
 
 def copy(obj: Any) -> Any:

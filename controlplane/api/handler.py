@@ -16,6 +16,7 @@ thread-safe); called from many gRPC worker threads at once.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 import threading
@@ -172,13 +173,15 @@ class Handler:
         return codec.decode(self._get_record(key, linearizable=not stale))
 
     def list(self, kind: str, namespace: str = "", *, label_selector: str = "",
-             field_selector: str = "", stale: bool = False) -> tuple[list[Any], int]:
+             field_selector: str = "", stale: bool = False) -> tuple[builtins.list[Any], int]:
         records, rev = self.list_records(kind, namespace, label_selector=label_selector,
                                          field_selector=field_selector, stale=stale)
         return [codec.decode(r) for r in records], rev
 
-    def list_records(self, kind: str, namespace: str = "", *, label_selector: str = "",
-                     field_selector: str = "", stale: bool = False) -> tuple[list[Record], int]:
+    def list_records(
+        self, kind: str, namespace: str = "", *, label_selector: str = "",
+        field_selector: str = "", stale: bool = False,
+    ) -> tuple[builtins.list[Record], int]:
         """The matching records, undecoded (the servicer parses them straight into
         the response), and the revision they were read at."""
         info = self.kind_info(kind)
@@ -281,12 +284,13 @@ class Handler:
                     and _may_remove(info, new):
                 validate(info, new, self.settings)
                 return self._remove(info, key, rec, dry_run, _rid(request_id, f"d{writes}"))
+            def finish(candidate: Any, old: Any = old) -> None:
+                self._finish(info, old, candidate, status=status)
+
             try:
                 return self._write(info, new, old, expect=rec.revision,
                                    request_id=_rid(request_id, f"u{writes}"),
-                                   dry_run=dry_run, current=rec.data,
-                                   finish=lambda c, old=old: self._finish(info, old, c,
-                                                                          status=status))
+                                   dry_run=dry_run, current=rec.data, finish=finish)
             except Conflict as err:
                 if want is not None or isinstance(err, UniqueViolation):
                     raise
@@ -448,7 +452,7 @@ class Handler:
                            closing=self.closing, linearizable=not stale)
 
     # ---- bootstrap --------------------------------------------------------------------------
-    def ensure_namespaces(self, names: tuple[str, ...] = SYSTEM_NAMESPACES) -> list[str]:
+    def ensure_namespaces(self, names: tuple[str, ...] = SYSTEM_NAMESPACES) -> builtins.list[str]:
         """Create the system namespaces that do not exist yet; returns those created."""
         created = []
         for name in names:

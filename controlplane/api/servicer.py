@@ -77,6 +77,7 @@ def abort(context: grpc.ServicerContext, err: CorralError, store: Store | None =
             message = (f"{message}; no leader is known: a majority of the control plane "
                        "members must be up and connected; retry when they are")
     context.abort(err.code, message)
+    raise AssertionError("context.abort returned")  # it raises; this tells mypy
 
 
 def call(context: grpc.ServicerContext, store: Store, fn: Callable[[], T]) -> T:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+from collections.abc import Sequence
 
 from controlplane.api.validation.common import (
     at_least,
@@ -88,7 +89,8 @@ def validate_pod_spec(spec: core_pb2.PodSpec, path: str, errs: Errors, *,
         _affinity(spec.affinity, f"{path}.affinity", errs)
 
 
-def _volumes(volumes: list[core_pb2.Volume], path: str, errs: Errors) -> dict[str, str]:
+def _volumes(volumes: Sequence[core_pb2.Volume], path: str,
+             errs: Errors) -> dict[str, str]:
     """Checks volumes; returns name -> source kind."""
     out: dict[str, str] = {}
     for i, v in enumerate(volumes):
@@ -130,7 +132,7 @@ def _volumes(volumes: list[core_pb2.Volume], path: str, errs: Errors) -> dict[st
     return out
 
 
-def _items(items: list[core_pb2.KeyToPath], path: str, errs: Errors) -> None:
+def _items(items: Sequence[core_pb2.KeyToPath], path: str, errs: Errors) -> None:
     for i, item in enumerate(items):
         ip = f"{path}[{i}]"
         if not item.key:
@@ -214,7 +216,7 @@ def _container(c: core_pb2.Container, path: str, errs: Errors, volumes: dict[str
     for field, probe_name in (("liveness_probe", "livenessProbe"),
                               ("readiness_probe", "readinessProbe"),
                               ("startup_probe", "startupProbe")):
-        if c.HasField(field):
+        if c.HasField(field):  # type: ignore[arg-type]
             if init:
                 errs.add(f"{path}.{probe_name}", "may not be set for init containers")
                 continue

@@ -57,8 +57,8 @@ def validate_service(svc: core_pb2.Service, errs: Errors, settings: ApiSettings)
                          f"{settings.service_cidr} (or is its network or broadcast address)")
     if headless and stype in ("NodePort", "LoadBalancer"):
         errs.add(f"{path}.clusterIP", f"may not be 'None' for type {stype}")
-    for i, ip in enumerate(spec.cluster_ips):
-        if ip != spec.cluster_ip and i == 0:
+    for i, listed in enumerate(spec.cluster_ips):
+        if listed != spec.cluster_ip and i == 0:
             errs.add(f"{path}.clusterIPs[0]", "must match `clusterIP` when both are set")
     if len(spec.cluster_ips) > 1:
         errs.add(f"{path}.clusterIPs", "at most one address: Corral serves IPv4 only")

@@ -149,5 +149,5 @@ def validate_job(job: batch_pb2.Job, errs: Errors) -> None:
                                  ("backoff_limit", "backoffLimit", 0),
                                  ("active_deadline_seconds", "activeDeadlineSeconds", 1),
                                  ("ttl_seconds_after_finished", "ttlSecondsAfterFinished", 0)):
-        if spec.HasField(field):
+        if spec.HasField(field):  # type: ignore[arg-type]
             at_least(getattr(spec, field), minimum, f"{path}.{json}", errs)
