@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import asdict
@@ -292,14 +293,25 @@ def _heal(ctx: Any) -> int:
 
 def _exec(ctx: Any) -> int:
     command = list(ctx.args.command)
-    if command and command[0] == "--":
-        command = command[1:]
+    if "--" in command:
+        # `exec HOST --name LAB -- CMD`: options may come between HOST and `--`.
+        cut = command.index("--")
+        opts = argparse.ArgumentParser(prog="corral lab exec", add_help=False)
+        opts.add_argument("--name")
+        try:
+            extra = opts.parse_args(command[:cut])
+        except SystemExit:
+            raise LabError(f"exec: unknown options before --: {' '.join(command[:cut])} "
+                           "(only --name LAB may come there)") from None
+        if extra.name:
+            ctx.args.name = extra.name
+        command = command[cut + 1:]
     argv, env = _open(ctx).exec_argv(ctx.args.host, command)
+    # Hosts share the machine's files: a program missing here is missing there.
+    if shutil.which(command[0], path=env.get("PATH")) is None:
+        raise LabError(f"exec: {command[0]}: command not found")
     ctx.stdout.flush()
-    try:
-        return subprocess.run(argv, env=env).returncode
-    except FileNotFoundError:
-        raise LabError(f"exec: {command[0]}: command not found") from None
+    return subprocess.run(argv, env=env).returncode
 
 
 def _logs(ctx: Any) -> int:
