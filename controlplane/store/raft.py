@@ -14,12 +14,11 @@ the state machine's answer (a Record, or the error it raised, re-raised here);
 not leader, discarded); `Timeout` when one may have been (the deadline passed
 while an attempt was in flight, or the leader changed under it).
 
-Linearizable reads: a no-op barrier command is committed and applied on this
-replica before the read. Readers that arrive while a barrier is in flight wait
-for the next one, started after the current one ends, so one barrier serves
-every reader that arrived before it started (`_Barriers`). Cost: one Raft
-round trip (about a write's latency) per batch of concurrent readers.
-`linearizable=False` reads this replica's state as it is.
+Linearizable reads: ReadIndex (readindex.py). The leader confirms with one
+round of heartbeats that it still leads and hands out its commit index; the
+reading replica waits until it has applied that index. Reads that arrive in
+the same tick share a round. Cost: one network round trip, no log entry, no
+fsync. `linearizable=False` reads this replica's state as it is.
 
 Threading: the Raft tick thread applies commands (under `_lock`, an RLock
 shared with the watch hub) and fires callbacks; API threads read under the
@@ -144,6 +143,9 @@ class _Machine(SyncObjConsumer):
 
     @replicated
     def _cmd_barrier(self) -> None:
+        # Unused since reads use ReadIndex, but never remove or rename a replicated
+        # method: pysyncobj numbers them by sorted name, and journals on disk hold
+        # those numbers.
         return None
 
 
@@ -159,51 +161,6 @@ class _Waiter:
         self.result = result
         self.error = error
         self.event.set()
-
-
-class _Round:
-    __slots__ = ("error", "event")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.error: int | None = None
-
-
-class _Barriers:
-    """Coalesces linearizable readers onto barrier commands started after they arrived."""
-
-    def __init__(self, submit: Callable[[Callable[[Any, int], None]], None]) -> None:
-        self._submit = submit
-        self._lock = threading.Lock()
-        self._inflight: _Round | None = None
-        self._queued: _Round | None = None
-        self.rounds = 0
-
-    def join(self) -> _Round:
-        with self._lock:
-            if self._queued is None:
-                self._queued = _Round()
-            rnd = self._queued
-            if self._inflight is None:
-                self._start_locked()
-        return rnd
-
-    def _start_locked(self) -> None:
-        rnd = self._queued
-        assert rnd is not None
-        self._queued = None
-        self._inflight = rnd
-        self.rounds += 1
-
-        def finished(_result: Any, error: int) -> None:
-            with self._lock:
-                rnd.error = error
-                rnd.event.set()
-                self._inflight = None
-                if self._queued is not None:
-                    self._start_locked()
-
-        self._submit(finished)
 
 
 class RaftStore(base.Store):
@@ -241,7 +198,6 @@ class RaftStore(base.Store):
             on_state_change=self._on_state_change,
             tuning=config.tuning,
         )
-        self._barriers = _Barriers(self._submit_barrier)
         self._dispatcher = threading.Thread(
             target=self._dispatch_callbacks, name=f"store-leadership-{config.name}", daemon=True
         )
@@ -264,7 +220,7 @@ class RaftStore(base.Store):
     def get(self, key: Key, *, linearizable: bool = True, timeout: float = 10.0) -> Record | None:
         check_key(key)
         if linearizable:
-            self._barrier(timeout)
+            self._linearize(timeout)
         with self._lock:
             self._check_open()
             return self._state.get(key)
@@ -278,7 +234,7 @@ class RaftStore(base.Store):
         timeout: float = 10.0,
     ) -> tuple[builtins.list[Record], int]:
         if linearizable:
-            self._barrier(timeout)
+            self._linearize(timeout)
         with self._lock:
             self._check_open()
             records = self._state.list(kind, namespace)
@@ -292,8 +248,8 @@ class RaftStore(base.Store):
 
     def sync(self, timeout: float = 10.0) -> int:
         """Wait until this replica has applied every write acknowledged before the
-        call (a barrier); returns the revision then."""
-        self._barrier(timeout)
+        call (ReadIndex); returns the revision then."""
+        self._linearize(timeout)
         return self.revision
 
     # ---- writes ----------------------------------------------------------------------
@@ -403,34 +359,36 @@ class RaftStore(base.Store):
             leader=self._leader_api_address(),
         )
 
-    # ---- barriers ----------------------------------------------------------------------
-    def _submit_barrier(self, callback: Callable[[Any, int], None]) -> None:
-        self._machine._cmd_barrier(callback=callback)
-        self._node.wake()
-
-    def _barrier(self, timeout: float) -> None:
+    # ---- linearizable reads ------------------------------------------------------------
+    def _linearize(self, timeout: float) -> None:
+        """Return once this replica has applied every write acknowledged (by any
+        replica) before the call: ReadIndex (see readindex.py), retried inside
+        the deadline while there is no leader."""
         self._check_open()
         deadline = time.monotonic() + timeout
         backoff = 0.005
-        reason = "no barrier could be committed"
+        reason = "no leader confirmed a read index"
         while True:
-            rnd = self._barriers.join()
             left = deadline - time.monotonic()
-            if not rnd.event.wait(max(0.0, left)):
-                raise Unavailable(
-                    f"linearizable read: this replica could not confirm it is up to date "
-                    f"within {timeout:g}s ({reason}); a stale read is possible with "
-                    f"linearizable=False",
-                    leader=self._leader_api_address(),
-                )
-            if rnd.error == FAIL_REASON.SUCCESS:
+            if left <= 0:
+                break
+            try:
+                index = self._node.read_index(left)
+            except (Unavailable, Timeout) as e:
+                reason = str(e)
+                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(backoff * 2, 0.1)
+                continue
+            if self._node.wait_applied(index, max(0.0, deadline - time.monotonic())):
                 return
-            reason = (_NOT_APPLIED | _UNKNOWN).get(rnd.error or 0, f"failure {rnd.error}")
-            if deadline - time.monotonic() <= 0:
-                raise Unavailable(f"linearizable read: {reason}",
-                                  leader=self._leader_api_address())
-            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-            backoff = min(backoff * 2, 0.1)
+            reason = f"this replica did not apply up to index {index} in time"
+            break
+        raise Unavailable(
+            f"linearizable read: this replica could not confirm it is up to date "
+            f"within {timeout:g}s ({reason}); a stale read is possible with "
+            f"linearizable=False",
+            leader=self._leader_api_address(),
+        )
 
     # ---- change feed -------------------------------------------------------------------
     def watch(self, from_revision: int, kind: str | None = None) -> HubWatch:
@@ -487,7 +445,7 @@ class RaftStore(base.Store):
                 "journal_syncs": st.journal_syncs,
                 "journal_bytes": journal.file_size(),
                 "snapshot_index": st.snapshot_index,
-                "barrier_rounds": self._barriers.rounds,
+                "read_rounds": self._node.read_rounds(),
             },
         )
 

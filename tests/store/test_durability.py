@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
-from pysyncobj.encryptor import getEncryptor
 
 from controlplane.store import inspect
+from controlplane.store.raftnode import AeadEncryptor
 from corral.client import Client
 from corral.errors import CorralError
 from corral.v1 import core_pb2
@@ -275,7 +274,7 @@ def check_leader(events: list[Event], api_port: str) -> int:
     return answers
 
 
-def raft_messages(stream: bytearray, fernet: Fernet) -> list[Any]:
+def raft_messages(stream: bytearray, crypt: AeadEncryptor) -> list[Any]:
     """Complete pysyncobj frames at the head of `stream` (consumed), decoded."""
     out = []
     while len(stream) >= 4:
@@ -285,7 +284,7 @@ def raft_messages(stream: bytearray, fernet: Fernet) -> list[Any]:
         token = bytes(stream[4 : 4 + length])
         del stream[: 4 + length]
         try:
-            message = pickle.loads(zlib.decompress(fernet.decrypt(token)))
+            message = pickle.loads(zlib.decompress(crypt.decrypt(token)))
         except Exception:
             continue  # the key exchange, or a frame cut by the start of the trace
         out.append(message[1] if isinstance(message, tuple) else message)
@@ -293,11 +292,11 @@ def raft_messages(stream: bytearray, fernet: Fernet) -> list[Any]:
 
 
 def check_follower(events: list[Event], api_port: str, password: str) -> int:
-    """Every acknowledgement the follower sends (a `next_node_idx` success, read by
-    decrypting its Raft frames) names only entries that a journal write followed by
-    fdatasync already covered. Returns how many acknowledgements of new entries
-    were checked."""
-    fernet = getEncryptor(password)
+    """Every acknowledgement the follower sends (a `next_node_idx` success, read
+    by decrypting its Raft frames with the cluster's password) names only entries
+    that a journal write followed by fdatasync already covered. Returns how many
+    acknowledgements of new entries were checked."""
+    crypt = AeadEncryptor(password)
     api = re.compile(rf":{api_port}[->\]]")
     written = synced = 0
     acked = 0
@@ -315,7 +314,7 @@ def check_follower(events: list[Event], api_port: str, password: str) -> int:
         elif name == "sendto" and what.startswith("TCP:") and not api.search(what):
             stream = streams.setdefault(what, bytearray())
             stream += payload(text)
-            for msg in raft_messages(stream, fernet):
+            for msg in raft_messages(stream, crypt):
                 if isinstance(msg, dict) and msg.get("type") == "next_node_idx" \
                         and msg.get("success") and synced:
                     idx = msg["next_node_idx"] - 1
@@ -375,10 +374,10 @@ def test_strace_checks_fail_on_the_wrong_order() -> None:
     )
     with pytest.raises(AssertionError, match="before its journal sync"):
         check_leader(strace_events(bad_leader), "7000")
-    fernet = getEncryptor("pw")
+    crypt = AeadEncryptor("pw")
 
     def frame(msg: object) -> bytes:
-        token = fernet.encrypt(zlib.compress(pickle.dumps((b"key", msg), 2)))
+        token = crypt.encrypt_at_time(zlib.compress(pickle.dumps((b"key", msg), 2)), 1)
         return struct.pack("i", len(token)) + token
 
     def record(idx: int) -> bytes:

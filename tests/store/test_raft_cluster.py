@@ -58,12 +58,12 @@ def test_read_your_write_on_another_replica(make_raft_cluster: MakeCluster) -> N
         assert got is not None and got.revision == rec.revision
 
 
-def test_concurrent_readers_share_barriers(make_raft_cluster: MakeCluster) -> None:
+def test_concurrent_readers_share_read_rounds(make_raft_cluster: MakeCluster) -> None:
     c = make_raft_cluster()
     seed(c)
     reader = c.stores[0]
     assert reader is not None
-    before = reader.local_status().extra["barrier_rounds"]
+    before = c.leader().local_status().extra["read_rounds"]
     errors: list[BaseException] = []
 
     def read() -> None:
@@ -79,8 +79,32 @@ def test_concurrent_readers_share_barriers(make_raft_cluster: MakeCluster) -> No
     for t in threads:
         t.join(60)
     assert not errors
-    rounds = reader.local_status().extra["barrier_rounds"] - before
-    assert 0 < rounds < 160  # 160 reads, fewer barriers
+    rounds = c.leader().local_status().extra["read_rounds"] - before
+    assert 0 < rounds < 160  # 160 reads, fewer rounds of heartbeats
+
+
+def test_linearizable_reads_write_nothing_to_the_log(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
+    seed(c)
+    c.wait_converged()
+    leader = c.leader()
+    before = leader.local_status().commit_index
+    for s in c.live():
+        for _ in range(20):
+            assert s.get(("Namespace", "", "default")) is not None
+    assert leader.local_status().commit_index == before
+
+
+def test_a_cut_off_leader_serves_no_linearizable_read(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
+    seed(c)
+    leader = c.leader()
+    for s in c.live():
+        if s is not leader:
+            c.stop(c.index(s))
+    with pytest.raises(Unavailable, match="linearizable read"):
+        leader.get(("Namespace", "", "default"), timeout=1.0)
+    assert leader.get(("Namespace", "", "default"), linearizable=False) is not None
 
 
 def test_watch_on_a_follower_sees_every_write_in_order(make_raft_cluster: MakeCluster) -> None:
@@ -138,6 +162,7 @@ def test_request_id_dedup_across_a_leader_change(make_raft_cluster: MakeCluster)
 def test_no_quorum_is_unavailable_and_names_the_reason(make_raft_cluster: MakeCluster) -> None:
     c = make_raft_cluster()
     seed(c)
+    c.wait_converged()
     leader = c.leader()
     lone = next(s for s in c.live() if s is not leader)
     for s in c.live():
