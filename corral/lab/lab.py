@@ -14,6 +14,7 @@ detached children in their own sessions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -253,7 +254,7 @@ class Lab:
         env = _process_env()
         for h in p.hosts:
             started = power.start_processes(p, h, st.host(h.name), self.backend,
-                                            lambda c, h=h: self._argv_for(h, c), env)
+                                            functools.partial(self._argv_for, h), env)
             for rec in started:
                 rep.detail(f"{h.name}: {rec.component} pid {rec.pid}")
             self._save()
@@ -418,7 +419,8 @@ class Lab:
                 power.wire(self.plan, h, bridge)
                 hs.bridge = bridge
             started = power.start_processes(self.plan, h, hs, self.backend,
-                                            lambda c: self._argv_for(h, c), _process_env())
+                                            functools.partial(self._argv_for, h),
+                                            _process_env())
             self._save()
         if wait:
             self.wait_ready(timeout, wait_nodes=True, hosts=[h.name])

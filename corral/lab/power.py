@@ -92,7 +92,7 @@ def wipe_volatile(lab: LabPlan, host: HostPlan) -> None:
 def remove_runc_state(folder: str, cgroup: str, root: Path = RUNC_ROOT) -> list[str]:
     """Drop runc's state of containers whose root or cgroup is the lab's (runc keeps
     it in /run/runc/ID, which a reboot would clear; Podman passes no --root)."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = os.listdir(root)
     except FileNotFoundError:

@@ -80,7 +80,10 @@ def test_a_leader_is_elected_and_writes_through_each_hosts_socket_work(cp_lab: L
     wanted = {"via-h1", "via-h2", "via-h3"}
     # Committed means on every replica: each one's own applied state has all three.
     for h in ("h1", "h2", "h3"):
-        wait_until(f"{h} to apply all writes", lambda h=h: wanted <= stale_names(lab, h))
+        def has_all(host: str = h) -> bool:
+            return wanted <= stale_names(lab, host)
+
+        wait_until(f"{h} to apply all writes", has_all)
     with lab.client() as c:
         st = c.cluster_status()
     assert st.leader == leader
