@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import yaml
 from google.protobuf import json_format, timestamp_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from corral import kinds, quantity
@@ -67,6 +67,12 @@ _INT_RANGES = {
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+
+
+# Descriptors are typed loosely: protobuf's stubs make message_type and enum_type
+# Optional, while the walk only reaches them for fields of those types.
+Field = Any
+Desc = Any
 
 
 class ManifestError(Invalid):
@@ -357,7 +363,7 @@ class _Walk:
     def redact(self, path: str) -> bool:
         return self.secret and path.split("[", 1)[0].split(".", 1)[0] in _SECRET_FIELDS
 
-    def message(self, data: Any, desc: Descriptor, path: str) -> dict[str, Any]:
+    def message(self, data: Any, desc: Desc, path: str) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise self.error(path, f"expected a mapping, got {_show(data, self.redact(path))}")
         fields = {f.json_name: f for f in desc.fields}
@@ -374,7 +380,7 @@ class _Walk:
         return out
 
     @staticmethod
-    def _unknown(key: str, fields: dict[str, FieldDescriptor]) -> str:
+    def _unknown(key: str, fields: dict[str, Field]) -> str:
         by_proto = {f.name: name for name, f in fields.items()}
         hint = by_proto.get(key) or next(
             (n for n in fields if n.lower() == key.lower()), None
@@ -385,7 +391,7 @@ class _Walk:
         more = f"; did you mean {hint}?" if hint else ""
         return f"unknown field (Corral does not support it{more})"
 
-    def field(self, value: Any, field: FieldDescriptor, path: str) -> Any:
+    def field(self, value: Any, field: Field, path: str) -> Any:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             return self.map(value, field, path)
         if field.is_repeated:
@@ -399,7 +405,7 @@ class _Walk:
             return items
         return self.single(value, field, path)
 
-    def map(self, value: Any, field: FieldDescriptor, path: str) -> dict[str, Any]:
+    def map(self, value: Any, field: Field, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.error(path, f"expected a mapping, got {_show(value, self.redact(path))}")
         value_field = field.message_type.fields_by_name["value"]
@@ -428,7 +434,7 @@ class _Walk:
                 raise self.error(path, err.reason) from None
         return value
 
-    def single(self, value: Any, field: FieldDescriptor, path: str) -> Any:
+    def single(self, value: Any, field: Field, path: str) -> Any:
         redact = self.redact(path)
         ftype = field.type
         if ftype == FieldDescriptor.TYPE_MESSAGE:
@@ -471,7 +477,7 @@ class _Walk:
             return value
         raise self.error(path, f"unsupported field type {ftype}")  # pragma: no cover
 
-    def special(self, value: Any, desc: Descriptor, path: str) -> Any:
+    def special(self, value: Any, desc: Desc, path: str) -> Any:
         name = desc.full_name
         if name == "google.protobuf.Value":
             # Kubernetes' IntOrString: a port number or a name, a count or "25%".
@@ -532,7 +538,7 @@ def _render(msg: Message) -> dict[str, Any]:
     return out
 
 
-def _render_single(value: Any, field: FieldDescriptor) -> Any:
+def _render_single(value: Any, field: Field) -> Any:
     ftype = field.type
     if ftype == FieldDescriptor.TYPE_MESSAGE:
         name = field.message_type.full_name
