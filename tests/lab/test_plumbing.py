@@ -302,3 +302,39 @@ def test_status_json_and_commands_reuse_the_recorded_program() -> None:
         rec = labstate.load(lab.plan.state_file).host("h1").processes["controlplane"]
         assert rec.argv[:2] == [sys.executable, str(STANDIN)]
         wait_for(lambda: labprocs.alive(rec))
+
+
+def test_client_config_is_written_as_default_only_over_a_labs_and_removed_by_down() -> None:
+    from corral.lab.lab import QuietReporter
+
+    root = Path("/tmp") / f"cl-{unique_name()}"
+    home = root / "home"
+    home.mkdir(parents=True)
+    mine, shared = home / "mine.yaml", home / "config.yaml"
+    mine.write_text("servers: [10.0.0.1:6443]\n")
+    names = [unique_name(), unique_name()]
+
+    def up(name: str, target: Path, rep: QuietReporter | None = None) -> Lab:
+        return Lab.up(LabSpec(name=name, hosts=1, control_plane=1), root, reporter=rep,
+                      commands=standin_commands(CP), wait=False, default_client_config=target)
+
+    try:
+        # The user's own config is never replaced: a warning says how to reach the lab.
+        rep = QuietReporter()
+        up(names[0], mine, rep)
+        assert mine.read_text() == "servers: [10.0.0.1:6443]\n"
+        assert any("is not a lab's" in w and "CORRAL_CONFIG=" in w for w in rep.warnings)
+        # One a lab wrote is replaced by the next lab's...
+        a = up(names[1], shared)
+        assert f"unix:{a.plan.host('h1').socket}" in shared.read_text()
+        down(names[0], root)
+        b = up(names[0], shared)
+        assert f"unix:{b.plan.host('h1').socket}" in shared.read_text()
+        # ...and down removes it only while it still points at the lab going down.
+        down(names[1], root)
+        assert shared.exists()
+        down(names[0], root)
+        assert not shared.exists() and mine.exists()
+    finally:
+        for n in names:
+            down_quietly(n, root)
