@@ -643,8 +643,9 @@ def _remove_default_client_config(st: LabState | None, folder: Path) -> str:
 
 
 def leftovers(name: str, root: Path | None = None, run_root: Path = RUN_ROOT) -> list[str]:
-    """What of lab `name` still exists: namespaces, cgroups, mounts, processes in
-    its cgroups or naming its folders, its folders. Empty when the lab is wholly gone."""
+    """What of lab `name` still exists: namespaces, cgroups, runc container state,
+    mounts, processes naming its folders (conmon, containers), its folders. Empty when
+    the lab is wholly gone."""
     root = root or default_root()
     folder = lab_dir(root, name)
     run = run_root / name
@@ -652,6 +653,8 @@ def leftovers(name: str, root: Path | None = None, run_root: Path = RUN_ROOT) ->
     found = [f"network namespace {n}" for n in _owned_netns(name)]
     for path in cgroups.exists_anywhere(cgroup):
         found.append(f"cgroup {path}")
+    found.extend(f"runc state of container {cid}"
+                 for cid in power.runc_states(str(folder), cgroup))
     for where in (folder, run):
         found.extend(f"mount {m}" for m in mounts.under(where))
         found.extend(f"process {pid} ({cmd})" for pid, cmd in _processes_naming(where))

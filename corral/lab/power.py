@@ -89,24 +89,30 @@ def wipe_volatile(lab: LabPlan, host: HostPlan) -> None:
     cgroups.remove_tree(host.cgroup)
 
 
-def remove_runc_state(folder: str, cgroup: str, root: Path = RUNC_ROOT) -> list[str]:
-    """Drop runc's state of containers whose root or cgroup is the lab's (runc keeps
-    it in /run/runc/ID, which a reboot would clear; Podman passes no --root)."""
-    removed: list[str] = []
+def runc_states(folder: str, cgroup: str, root: Path = RUNC_ROOT) -> list[str]:
+    """IDs of the containers runc keeps state for (in /run/runc/ID: Podman passes no
+    --root) whose root file system is under `folder` or whose cgroup is under `cgroup`."""
+    found: list[str] = []
     try:
         entries = os.listdir(root)
     except FileNotFoundError:
-        return removed
+        return found
     for cid in entries:
-        state = root / cid / "state.json"
         try:
-            text = state.read_text(encoding="utf-8", errors="replace")
+            text = (root / cid / "state.json").read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
         if folder.rstrip("/") + "/" in text or f'"{cgroup.rstrip("/")}/' in text:
-            shutil.rmtree(root / cid, ignore_errors=True)
-            removed.append(cid)
-    return removed
+            found.append(cid)
+    return found
+
+
+def remove_runc_state(folder: str, cgroup: str, root: Path = RUNC_ROOT) -> list[str]:
+    """Drop runc's state of the lab's containers, as a reboot would clear /run."""
+    found = runc_states(folder, cgroup, root)
+    for cid in found:
+        shutil.rmtree(root / cid, ignore_errors=True)
+    return found
 
 
 def wire(lab: LabPlan, host: HostPlan, bridge: str) -> None:
