@@ -156,10 +156,12 @@ def _kill(victims: set[int]) -> None:
 
 
 def remove_tree(cgroup: str, mounts: list[Path] | None = None,
-                timeout: float = 2.0) -> list[Path]:
+                timeout: float = 10.0) -> list[Path]:
     """rmdir `cgroup` and everything below it in every hierarchy; return what is left
     (directories still holding tasks). Retries for `timeout` seconds: a task that
-    was just killed keeps its cgroup busy until it has been reaped."""
+    was just killed keeps its cgroup busy until it has been reaped, and the lab's
+    daemons are orphans (the CLI that started them is gone) whose zombies wait for
+    PID 1 (measured here: about a second, longer under load)."""
     deadline = time.monotonic() + timeout
     while True:
         left = _remove_once(cgroup, mounts if mounts is not None else all_mounts())
