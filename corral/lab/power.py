@@ -86,7 +86,8 @@ def wipe_volatile(lab: LabPlan, host: HostPlan) -> None:
             mounts.unmount_under(folder)
     remove_runc_state(str(host.dir), host.cgroup)
     shutil.rmtree(host.run, ignore_errors=True)
-    cgroups.remove_tree(host.cgroup)
+    # Dirs whose killed tasks PID 1 has not reaped yet stay; `down` removes them.
+    cgroups.remove_tree(host.cgroup, timeout=0.5)
 
 
 def runc_states(folder: str, cgroup: str, root: Path = RUNC_ROOT) -> list[str]:
