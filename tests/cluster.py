@@ -177,20 +177,42 @@ class Cluster:
         self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
         self.password_file.chmod(0o600)
         self.extra_config = dict(extra_config or {})
+        self.prefix = prefix
+        self.size = size
         self.replicas: list[ReplicaProcess] = []
-        for i in range(size):
-            name = f"{prefix}-{i}"
+        self._place()
+        self._clients: list[Client] = []
+        if start:
+            self._first_start(timeout)
+
+    def _place(self) -> None:
+        """Fresh free ports and configs for every replica."""
+        self.replicas = []
+        for i in range(self.size):
+            name = f"{self.prefix}-{i}"
             self.replicas.append(ReplicaProcess(name, self.root / name, free_port(),
                                                 free_port(), self.password_file))
         for r in self.replicas:
             r.write_config(self.peers, self.extra_config)
-        self._clients: list[Client] = []
-        if start:
+
+    def _first_start(self, timeout: float) -> None:
+        # A port picked free can be taken by another process before the replica
+        # binds it (other tests run beside this one): then start over on new ports.
+        for attempt in range(3):
             try:
                 self.start(timeout=timeout)
-            except BaseException:
+                return
+            except BaseException as err:
+                bind_failure = any(
+                    not r.running and ("cannot listen" in r.log_text()
+                                       or "cannot bind" in r.log_text())
+                    for r in self.replicas)
                 self.close()
-                raise
+                if not bind_failure or attempt == 2 or not isinstance(err, Exception):
+                    raise
+                for r in self.replicas:
+                    shutil.rmtree(r.root, ignore_errors=True)
+                self._place()
 
     @property
     def peers(self) -> dict[str, str]:
