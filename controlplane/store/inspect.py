@@ -73,9 +73,9 @@ def load(data_dir: str, *, to_log_end: bool = False) -> ReplicaImage:
     snap_path = os.path.join(data_dir, "raft.snapshot")
     snapshot_index = 1
     if os.path.exists(snap_path):
-        payload = snapshotfile.read(snap_path)
-        state.restore(payload["state"])
-        snapshot_index = payload["raft"][0][1]
+        raft_data, snap = snapshotfile.decode(snapshotfile.read(snap_path))
+        state.restore(snap)
+        snapshot_index = raft_data[0][1]
     journal = DurableJournal(journal_path)
     try:
         commit = journal.getRaftCommitIndex()

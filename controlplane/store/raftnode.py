@@ -45,10 +45,14 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
 5. One line per notable event: elected, lost leadership, peer unreachable /
    reachable again, snapshot taken or installed.
 
-Snapshots use a custom serializer (no fork: gRPC servers must not fork): the
-state is captured on the tick thread, written with `snapshotfile.write`
-(fsync), renamed by pysyncobj; the journal fsyncs the folder before it drops
-the entries the snapshot covers.
+Snapshots (no fork: gRPC servers must not fork) replace pysyncobj's
+serializer methods: the state is captured on the tick thread (references to
+immutable objects, cheap), then encoded, written, fsynced and renamed by a
+background thread in frames (snapshotfile.py) so the tick thread keeps
+running; pysyncobj learns the outcome through `serializeChecker` and only then
+drops the journal entries the snapshot covers (the journal fsyncs the folder
+first). A snapshot received from the leader meanwhile wins: the background
+writer then discards its own.
 
 Threading: one tick thread (`start()`) runs every pysyncobj callback, every
 replicated command and every journal call; `wake()` may be called from any
@@ -77,11 +81,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from controlplane.store import snapshotfile
-from controlplane.store.journal import DurableJournal
+from controlplane.store.journal import DurableJournal, fsync_dir
 from controlplane.store.readindex import ROUND, ReadIndex
 from corral.errors import Invalid, Timeout, Unavailable
 
@@ -262,8 +267,18 @@ class RaftNode(SyncObj):
         self._snapshot_path = os.path.join(data_dir, "raft.snapshot")
         # Open (and verify) the journal before binding anything.
         self._journal = DurableJournal(os.path.join(data_dir, "raft.journal"))
+        # Load the snapshot now: a damaged one stops the start here (pysyncobj would
+        # log and carry on without it), and the state is in place before any tick.
+        self._preloaded: tuple[tuple[int, int, int], Any] | None = None
         if os.path.exists(self._snapshot_path):
-            snapshotfile.read(self._snapshot_path)  # refuse to start on a damaged snapshot
+            st = os.stat(self._snapshot_path)
+            raft_data, state = snapshotfile.decode(snapshotfile.read(self._snapshot_path))
+            restore_state(state)
+            self._preloaded = ((st.st_ino, st.st_size, st.st_mtime_ns), raft_data)
+        self._snap_lock = threading.Lock()
+        self._snap_generation = 0
+        self._snap_thread: threading.Thread | None = None
+        self._snap_result: int | None = None
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
         self._commit_sent = 0
         self._peers_up: set[str] = set()
@@ -298,8 +313,9 @@ class RaftNode(SyncObj):
             fullDumpFile=self._snapshot_path,
             journalFile=None,
             useFork=False,
-            serializer=self._write_snapshot,
+            serializer=self._never_called,  # serialize() itself is replaced below
             deserializer=self._read_snapshot,
+            serializeChecker=self._snapshot_state,
             onStateChanged=self._on_state_changed,
         )
         super().__init__(self_address, peers, conf, consumers=consumers)
@@ -337,6 +353,7 @@ class RaftNode(SyncObj):
         # closes it (not when done, not when cancelled): replace those two methods.
         self._sending: dict[Any, list[Any]] = {}
         serializer = self._SyncObj__serializer
+        serializer.serialize = self._start_snapshot
         serializer.getTransmissionData = self._snapshot_chunk
         serializer.cancelTransmisstion = self._cancel_snapshot_send
         self.address = self_address
@@ -360,6 +377,8 @@ class RaftNode(SyncObj):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._reads.close()
+        if self._snap_thread is not None:
+            self._snap_thread.join(timeout)
         self.destroy()  # autoTick=False: closes sockets and the journal right here
         self._close_snapshot_sends()
         for fd in (self._notifier._PipeNotifier__pipeR, self._notifier._PipeNotifier__pipeW):
@@ -635,24 +654,65 @@ class RaftNode(SyncObj):
                 heapq.heappop(self._apply_waiters)[2].set()
 
     # ---- snapshots -------------------------------------------------------------------
-    def _write_snapshot(self, path: str, raft_data: Any) -> None:
-        started = time.monotonic()
-        payload = {"format": 1, "raft": raft_data, "state": self._capture_state()}
-        size = snapshotfile.write(path, payload)
-        # Followers being sent the previous snapshot start over with this one.
-        self._close_snapshot_sends()
-        self._snapshot_index = raft_data[0][1]
-        log.info(
-            "raft %s: snapshot taken at index %d (%d bytes, %.0f ms); the journal keeps "
-            "the entries after it",
-            self.address, raft_data[0][1], size, (time.monotonic() - started) * 1000,
+    @staticmethod
+    def _never_called(path: str, data: Any) -> None:
+        raise AssertionError("RaftNode replaces Serializer.serialize")
+
+    def _start_snapshot(self, data: Any, serialize_id: int) -> None:
+        """Serializer.serialize, on the tick thread: capture, then write in the background."""
+        if self._snap_thread is not None and self._snap_thread.is_alive():
+            return
+        self._SyncObj__serializer._Serializer__currentID = serialize_id
+        raft_data = data[1:]  # (last applied entry, the one before, cluster nodes)
+        captured = self._capture_state()
+        with self._snap_lock:
+            generation = self._snap_generation
+        self._snap_result = None
+        self._snap_thread = threading.Thread(
+            target=self._write_snapshot, args=(captured, raft_data, generation),
+            name=f"snapshot-{self.address}", daemon=True,
         )
+        self._snap_thread.start()
+
+    def _write_snapshot(self, captured: Any, raft_data: Any, generation: int) -> None:
+        started = time.monotonic()
+        tmp = self._snapshot_path + ".writing"
+        try:
+            size = snapshotfile.write(tmp, snapshotfile.encode(captured, raft_data))
+            with self._snap_lock:
+                if generation != self._snap_generation:
+                    os.unlink(tmp)  # a snapshot from the leader was installed meanwhile
+                    self._snap_result = SERIALIZER_STATE.FAILED
+                    return
+                os.rename(tmp, self._snapshot_path)
+                fsync_dir(os.path.dirname(self._snapshot_path))
+            self._snapshot_index = raft_data[0][1]
+            log.info(
+                "raft %s: snapshot taken at index %d (%d bytes, %.0f ms in the background); "
+                "the journal keeps the entries after it",
+                self.address, raft_data[0][1], size, (time.monotonic() - started) * 1000,
+            )
+            self._snap_result = SERIALIZER_STATE.SUCCESS
+        except Exception:
+            log.exception("raft %s: writing a snapshot failed", self.address)
+            self._snap_result = SERIALIZER_STATE.FAILED
+
+    def _snapshot_state(self) -> int:
+        """serializeChecker, on the tick thread."""
+        if self._snap_thread is not None and self._snap_thread.is_alive():
+            return SERIALIZER_STATE.SERIALIZING
+        result = self._snap_result
+        if result is None:
+            return SERIALIZER_STATE.NOT_SERIALIZING
+        self._snap_result = None
+        if result == SERIALIZER_STATE.SUCCESS:
+            # Followers being sent the previous snapshot start over with this one.
+            self._close_snapshot_sends()
+        return result
 
     def _snapshot_chunk(self, transmission_id: Any) -> Any:
         """The next chunk of the snapshot for one follower: (data, is_first, is_last),
         None when there is nothing to send now, False on a read error."""
-        if self._SyncObj__serializer._Serializer__pid != 0:
-            return None  # a snapshot is being written
         sending = self._sending.get(transmission_id)
         if sending is None:
             try:
@@ -686,12 +746,22 @@ class RaftNode(SyncObj):
             self._cancel_snapshot_send(key)
 
     def _read_snapshot(self, path: str) -> Any:
-        # A snapshot received from the leader was written by pysyncobj without
-        # fsync: make it durable before the journal it replaces is cleared.
+        """pysyncobj's deserializer: at the first tick (the snapshot preloaded in
+        __init__) and when a snapshot from the leader has been received."""
+        if self._preloaded is not None:
+            key, raft_data = self._preloaded
+            self._preloaded = None
+            st = os.stat(path)
+            if key == (st.st_ino, st.st_size, st.st_mtime_ns):
+                self._snapshot_index = raft_data[0][1]
+                return raft_data
+        with self._snap_lock:
+            self._snap_generation += 1  # a background write in flight must not win
+        # pysyncobj wrote the received snapshot without fsync: make it durable
+        # before the journal it replaces is cleared.
         snapshotfile.make_durable(path)
-        payload = snapshotfile.read(path)
-        self._restore_state(payload["state"])
-        raft_data = payload["raft"]
+        raft_data, state = snapshotfile.decode(snapshotfile.read(path))
+        self._restore_state(state)
         self._snapshot_index = raft_data[0][1]
         log.info("raft %s: state loaded from the snapshot at index %d",
                  self.address, self._snapshot_index)
