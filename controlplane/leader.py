@@ -78,9 +78,12 @@ def leader_services(ctx: LeaderContext) -> list[LeaderService]:
 class LeaderSupervisor:
     """Follows leadership changes on its own thread: the store's callback only enqueues."""
 
-    def __init__(self, handler: Handler, ctx_factory: Callable[[], LeaderContext]) -> None:
+    def __init__(self, handler: Handler, ctx_factory: Callable[[], LeaderContext],
+                 build: Callable[[LeaderContext], list[LeaderService]] | None = None) -> None:
+        """`build` replaces the hook (tests of the API alone pass `lambda ctx: []`)."""
         self._handler = handler
         self._ctx_factory = ctx_factory
+        self._build = build
         self._events: queue.Queue[bool | None] = queue.Queue()
         self._leading = threading.Event()
         self._running: list[LeaderService] = []
@@ -134,7 +137,8 @@ class LeaderSupervisor:
         if not self._leading.is_set():
             return False
         try:
-            services = leader_services(self._ctx_factory())
+            build = self._build or leader_services
+            services = build(self._ctx_factory())
         except Exception:
             log.exception("building the leader-only services failed")
             return True

@@ -27,17 +27,14 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from controlplane.api.handler import Handler
 from controlplane.api.settings import SYSTEM_NAMESPACES, ApiSettings
 from controlplane.cluster import ClusterServicer, Self
 from controlplane.config import Config, ConfigError, load
-from controlplane.leader import (
-    LeaderContext,
-    LeaderSupervisor,
-)
+from controlplane.leader import LeaderContext, LeaderService, LeaderSupervisor
 from controlplane.podproxy import PodProxy
 from controlplane.server import ApiServer, BindError
 from controlplane.store.base import MemberInfo, Store
@@ -64,7 +61,11 @@ def open_store(config: Config) -> Store:
 class Replica:
     """One running replica; `run()` blocks until `shutdown()`."""
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None, *,
+                 services: Callable[[LeaderContext], list[LeaderService]] | None = None,
+                 ) -> None:
+        """`store` and `services` replace the RaftStore and the leader-only services
+        hook (in-process tests of the API layer)."""
         self.config = config
         self.stopping = threading.Event()
         self.store = store if store is not None else open_store(config)
@@ -88,7 +89,7 @@ class Replica:
         else:
             self.api_address = config.api_address
         self.cluster.set_api_address(self.api_address)
-        self.supervisor = LeaderSupervisor(self.handler, self._leader_context)
+        self.supervisor = LeaderSupervisor(self.handler, self._leader_context, services)
 
     def _leader_context(self) -> LeaderContext:
         c = self.config

@@ -49,7 +49,8 @@ def replica(tmp_path: Path) -> Iterator[Replica]:
     cfg = build({"name": "cp-0", "raft_address": "127.0.0.1:7999", "listen": "127.0.0.1:0",
                  "socket": str(tmp_path / "api.sock"), "data_dir": str(tmp_path / "data"),
                  "raft_password_file": str(pw)})
-    r = Replica(cfg, store=SmallHistoryStore())
+    # Without the controllers: this tests the API alone (a scheduler would bind pods).
+    r = Replica(cfg, store=SmallHistoryStore(), services=lambda ctx: [])
     r.start()
     try:
         deadline = time.monotonic() + 10
@@ -215,7 +216,7 @@ def test_unavailable_names_the_leader(tmp_path: Path) -> None:
     cfg = build({"name": "cp-0", "raft_address": "127.0.0.1:7999", "listen": "127.0.0.1:0",
                  "data_dir": str(tmp_path / "data"), "raft_password_file": str(pw)})
     store = _Unavailable(name="cp-0")
-    r = Replica(cfg, store=store)
+    r = Replica(cfg, store=store, services=lambda ctx: [])
     r.server.start()
     try:
         with Client([r.api_address], retry_for=0.5) as c, pytest.raises(Unavailable) as info:
