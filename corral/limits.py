@@ -18,6 +18,16 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
     ("grpc.so_reuseport", 0),
+    # Accept the clients' keepalive pings below (every 10 s, also without calls).
+    # gRPC's server default allows one ping per 5 minutes without data and answers
+    # the third early one with GOAWAY "too_many_pings", which broke every quiet
+    # watch stream after about 3 minutes (measured here).
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    # Ping clients too, so a stream held by a client whose host vanished (power
+    # loss, partition: no RST) is dropped and frees its worker thread.
+    ("grpc.keepalive_time_ms", 20000),
+    ("grpc.keepalive_timeout_ms", 10000),
 ]
 
 # What a client accepts and sends: the mirror image of the server's.
