@@ -141,7 +141,9 @@ EMPTY = ServiceRules({}, frozenset())
 
 
 def _hash(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+    # 10 bytes are exactly 16 base32 characters: the same name as kube-proxy's
+    # base32(sha256)[:16], without encoding the 22 bytes it throws away.
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
 
 
 def svc_chain(spn: str, protocol: str) -> str:
