@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -79,9 +80,17 @@ class Handler:
         self._clock = clock
         # Set on shutdown: every watch stream ends.
         self.closing = threading.Event()
+        # Open watch streams, so close() can end them at once.
+        self._streams: weakref.WeakSet[WatchStream] = weakref.WeakSet()
+        self._streams_lock = threading.Lock()
 
     def close(self) -> None:
+        """End every watch stream now (they return cleanly) and refuse new ones."""
         self.closing.set()
+        with self._streams_lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.cancel()
 
     # ---- helpers ----------------------------------------------------------------------
     @staticmethod
@@ -444,12 +453,19 @@ class Handler:
         """A WatchStream (raises Expired / Invalid before anything is streamed)."""
         info = self.kind_info(kind)
         flt = self._filter(info, namespace, label_selector, field_selector)
+        if self.closing.is_set():
+            raise Unavailable("this replica is shutting down")
         if not resource_version and not stale:
             self.require_quorum()
-        return WatchStream(self.store, info.kind, flt, resource_version,
-                           bookmarks=allow_bookmarks,
-                           bookmark_interval=self.settings.bookmark_interval,
-                           closing=self.closing, linearizable=not stale)
+        stream = WatchStream(self.store, info.kind, flt, resource_version,
+                             bookmarks=allow_bookmarks,
+                             bookmark_interval=self.settings.bookmark_interval,
+                             closing=self.closing, linearizable=not stale)
+        with self._streams_lock:
+            self._streams.add(stream)
+        if self.closing.is_set():  # close() ran meanwhile and did not see it
+            stream.cancel()
+        return stream
 
     # ---- bootstrap --------------------------------------------------------------------------
     def ensure_namespaces(self, names: tuple[str, ...] = SYSTEM_NAMESPACES) -> builtins.list[str]:

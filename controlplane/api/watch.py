@@ -11,8 +11,10 @@ resourceVersion is given), then the store's events, BOOKMARKs every
 closes, or the watch falls out of the history (Expired: "too old, list again").
 
 Threading: one WatchStream per gRPC worker thread; it blocks in the store
-watch's `next()` for at most `poll` seconds at a time, so it notices a client
-that left or a server that is stopping within that time.
+watch's `next()`. `cancel()` (from the client's termination callback, or the
+handler's close() on shutdown) wakes it at once; otherwise it wakes every
+`poll` seconds (the bookmark interval at most) to send bookmarks and check
+that the client is still there, so idle watchers cost almost nothing.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class WatchStream:
         bookmark_interval: float,
         closing: threading.Event,
         linearizable: bool = True,
-        poll: float = 0.5,
+        poll: float = 5.0,
     ) -> None:
         self._store = store
         self._kind = kind
@@ -102,7 +104,7 @@ class WatchStream:
         self._bookmarks = bookmarks
         self._interval = bookmark_interval
         self._closing = closing
-        self._poll = poll
+        self._poll = min(poll, bookmark_interval) if bookmarks else poll
         self._initial: list[Record] = []
         # Open the store watch now, so Expired / Invalid surface before streaming.
         if resource_version:
