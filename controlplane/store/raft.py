@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import pickle
 import queue
 import threading
 import time
@@ -267,7 +266,7 @@ class RaftStore(base.Store):
         if not isinstance(require_namespace, str):
             raise Invalid("must be a string", "require_namespace")
         args = (_change_to_tuple(change), expect, require_namespace, self._request_id(request_id))
-        self._check_size(change, args)
+        self._check_size(change)
         result = self._write(self._machine._cmd_put, args, timeout, f"put {change.kind}")
         assert isinstance(result, Record)
         return result
@@ -300,9 +299,14 @@ class RaftStore(base.Store):
         # Internal retries are safe only with an id: make one up if the caller has none.
         return request_id or f"store-{uuid.uuid4().hex}"
 
-    def _check_size(self, change: Change, args: tuple[Any, ...]) -> None:
+    def _check_size(self, change: Change) -> None:
         limit = self.config.tuning.max_command_bytes
-        if len(change.data) > limit or len(pickle.dumps(args, 2)) > limit:
+        # An upper bound of the pickled command without pickling it twice: protocol 2
+        # stores bytes as latin-1 text, up to two bytes per byte.
+        size = 2 * len(change.data) + 1024 + sum(
+            len(a) + len(b) for a, b in (*change.labels, *change.fields)
+        ) + sum(len(t) for t in change.unique)
+        if size > limit:
             where = f"{change.namespace}/{change.name}" if change.namespace else change.name
             raise TooLarge(
                 f"{change.kind} {where} is too large for one Raft entry "

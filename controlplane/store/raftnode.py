@@ -44,6 +44,9 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
    batching is off.
 5. One line per notable event: elected, lost leadership, peer unreachable /
    reachable again, snapshot taken or installed.
+6. Cheaper frames: AES-GCM instead of Fernet (`AeadEncryptor`) and no zlib
+   for frames under 64 KiB (`FrameCodec`); together they took ~0.5 ms of CPU
+   off every write's path to commit.
 
 Snapshots (no fork: gRPC servers must not fork) replace pysyncobj's
 serializer methods: the state is captured on the tick thread (references to
@@ -71,6 +74,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +84,7 @@ import pysyncobj.pickle as sync_pickle
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, tcp_connection
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
@@ -117,7 +121,7 @@ class RaftTuning:
     tick_wait: float = 0.025  # longest the tick thread sleeps in poll()
     snapshot_min_entries: int = 20_000
     snapshot_min_seconds: float = 300.0
-    max_batch_bytes: int = 4 << 20
+    max_batch_bytes: int = 8 << 20
     # Start an election soon after the leader's connection drops (a crash shows
     # up as a reset connection long before the election timeout).
     fast_failover: bool = True
@@ -182,6 +186,40 @@ class AeadEncryptor:
 
     def decrypt(self, token: bytes) -> bytes:
         return self._aead.decrypt(token[9:21], token[21:], token[:9])
+
+
+class FrameCodec:
+    """Stands in for the `zlib` module inside pysyncobj.tcp_connection.
+
+    pysyncobj compresses every frame with `zlib.compress(data, 3)`; for the small
+    frames Raft mostly sends (a few hundred bytes) that costs ~50-100 µs, mostly
+    setting up deflate's state, and it is paid four times on every write's path
+    to commit. Frames under 64 KiB now go as they are (marker 0); larger ones
+    (batches for a lagging follower, snapshot chunks) are still compressed
+    (marker 1). The marker sits inside the encrypted payload. Every member must
+    run this codec (as they must share the frame encryption).
+    """
+
+    THRESHOLD = 64 * 1024
+
+    @staticmethod
+    def compress(data: bytes, level: int = 1) -> bytes:
+        if len(data) < FrameCodec.THRESHOLD:
+            return b"\x00" + data
+        return b"\x01" + zlib.compress(data, 1)
+
+    @staticmethod
+    def decompress(data: bytes) -> bytes:
+        if data[:1] == b"\x00":
+            return data[1:]
+        if data[:1] == b"\x01":
+            return zlib.decompress(data[1:])
+        raise ValueError("unknown Raft frame encoding")
+
+
+def install_frame_codec() -> None:
+    """Point pysyncobj's connections at FrameCodec (process-wide, idempotent)."""
+    tcp_connection.zlib = FrameCodec  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -287,6 +325,7 @@ class RaftNode(SyncObj):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.status = NodeStatus()
+        install_frame_codec()
         # The transport encrypts with whatever `self.encryptor` is (see below);
         # pysyncobj's own password option would build a Fernet it then never uses.
         self._encryptor = AeadEncryptor(password)

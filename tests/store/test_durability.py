@@ -12,7 +12,6 @@ import struct
 import subprocess
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from controlplane.store import inspect
-from controlplane.store.raftnode import AeadEncryptor
+from controlplane.store.raftnode import AeadEncryptor, FrameCodec
 from corral.client import Client
 from corral.errors import CorralError
 from corral.v1 import core_pb2
@@ -284,7 +283,7 @@ def raft_messages(stream: bytearray, crypt: AeadEncryptor) -> list[Any]:
         token = bytes(stream[4 : 4 + length])
         del stream[: 4 + length]
         try:
-            message = pickle.loads(zlib.decompress(crypt.decrypt(token)))
+            message = pickle.loads(FrameCodec.decompress(crypt.decrypt(token)))
         except Exception:
             continue  # the key exchange, or a frame cut by the start of the trace
         out.append(message[1] if isinstance(message, tuple) else message)
@@ -377,7 +376,7 @@ def test_strace_checks_fail_on_the_wrong_order() -> None:
     crypt = AeadEncryptor("pw")
 
     def frame(msg: object) -> bytes:
-        token = crypt.encrypt_at_time(zlib.compress(pickle.dumps((b"key", msg), 2)), 1)
+        token = crypt.encrypt_at_time(FrameCodec.compress(pickle.dumps((b"key", msg), 2)), 1)
         return struct.pack("i", len(token)) + token
 
     def record(idx: int) -> bytes:

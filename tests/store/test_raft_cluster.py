@@ -4,6 +4,7 @@ barrier reads, dedup across leader change, snapshots and catch-up, restarts."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -272,6 +273,19 @@ def test_bad_input_is_refused_before_raft(make_raft_cluster: MakeCluster) -> Non
     with pytest.raises(TooLarge, match="too large for one Raft entry"):
         s.put(pod("huge", data=b"x" * (3 << 20)))
     assert s.revision == rev and s.local_status().commit_index >= 1
+
+
+def test_objects_of_the_api_size_limit_replicate(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
+    seed(c)
+    leader = c.leader()
+    follower = next(s for s in c.live() if s is not leader)
+    big = os.urandom(1 << 20)  # random bytes: the worst case for pickle protocol 2
+    rec = follower.put(pod("big", data=big))
+    c.wait_converged()
+    for s in c.live():
+        got = s.get(("Pod", "default", "big"))
+        assert got is not None and got.data == big and got.revision == rec.revision
 
 
 def test_no_truncation_of_applied_entries_under_concurrent_load(
