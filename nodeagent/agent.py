@@ -74,6 +74,18 @@ def pod_references(pod: core_pb2.Pod) -> tuple[set[str], set[str]]:
     return cms, secrets
 
 
+def _only_status_changed(old: core_pb2.Pod, new: core_pb2.Pod) -> bool:
+    if old.metadata.uid != new.metadata.uid:
+        return False
+    a, b = core_pb2.Pod(), core_pb2.Pod()
+    a.CopyFrom(old)
+    b.CopyFrom(new)
+    for p in (a, b):
+        p.ClearField("status")
+        p.metadata.resource_version = ""
+    return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
@@ -198,7 +210,7 @@ class Agent:
             self.informers[kind].wait_synced(30)
         self.informers["Pod"] = Informer(
             self.client, "Pod", field_selector=f"spec.nodeName={cfg.node_name}",
-            on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n),
+            on_add=self._on_pod, on_update=self._on_pod_update,
             on_delete=self._on_pod_delete, on_synced=self._pods_synced.set,
             name="informer-Pod").start()
 
@@ -272,6 +284,16 @@ class Agent:
         else:
             w.update(pod)
 
+    def _on_pod_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
+        if _only_status_changed(old, new):
+            # Our own status write coming back: nothing to do but remember it.
+            with self._lock:
+                w = self.workers.get(new.metadata.uid)
+            if w is not None:
+                w.update(new, kick=False)
+            return
+        self._on_pod(new)
+
     def _on_pod_delete(self, pod: core_pb2.Pod) -> None:
         with self._lock:
             w = self.workers.get(pod.metadata.uid)
@@ -287,7 +309,8 @@ class Agent:
             w = self.workers.get(uid)
         if w is not None:
             w.kick()
-        elif self._pods_synced.is_set() and self._cached_uid(uid) is None:
+        elif (self._pods_synced.is_set() and self._cached_uid(uid) is None
+              and self.pleg.pod_records(uid)):
             self._worker(uid, None)  # an orphan: its pod is gone from the store
 
     def _cached_uid(self, uid: str) -> core_pb2.Pod | None:

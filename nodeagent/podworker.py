@@ -22,6 +22,8 @@ does; the next agent adopts them.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
+import itertools
 import logging
 import threading
 import time
@@ -48,7 +50,30 @@ log = logging.getLogger(__name__)
 
 RESYNC_PERIOD = 60.0
 MAX_ROUNDS = 8
-OOM_EXIT = 137
+
+
+def parse_time(text: object) -> float:
+    """Epoch seconds of Podman's RFC 3339 time with nanoseconds; 0 when unset."""
+    if not isinstance(text, str) or not text or text.startswith("0001-"):
+        return 0.0
+    head, _, frac = text.partition(".")
+    tz = "+00:00"
+    if frac:
+        digits = "".join(itertools.takewhile(str.isdigit, frac))
+        rest = frac[len(digits):]
+        tz = "+00:00" if rest in ("Z", "") else rest
+        frac_s = float("0." + digits) if digits else 0.0
+    else:
+        if head.endswith("Z"):
+            head = head[:-1]
+        elif len(head) > 19:
+            head, tz = head[:19], head[19:]
+        frac_s = 0.0
+    try:
+        base = datetime.datetime.fromisoformat(head + tz).timestamp()
+    except ValueError:
+        return 0.0
+    return base + frac_s
 
 
 @dataclass
@@ -93,9 +118,10 @@ class PodWorker:
         self._wake_at: float | None = None
         self._net: PodNet | None = None
         self._last_action = 0.0
-        self._oom: dict[str, bool] = {}
+        self._dead: dict[str, tuple[float, float, bool]] = {}
         self._reported: dict[str, str] = {}
         self._files = ("", "")
+        self._pull_failed_at: dict[str, float] = {}
         self.syncs = 0
         self._thread = threading.Thread(target=self._run, name=f"pod-{uid[:8]}", daemon=True)
 
@@ -103,15 +129,16 @@ class PodWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def update(self, pod: core_pb2.Pod | None) -> None:
+    def update(self, pod: core_pb2.Pod | None, *, kick: bool = True) -> None:
         with self._cond:
             if pod is None:
                 self._gone = True
             else:
                 self._pod = pod
                 self._gone = False
-            self._dirty = True
-            self._cond.notify()
+            if kick:
+                self._dirty = True
+                self._cond.notify()
 
     def kick(self) -> None:
         with self._cond:
@@ -168,7 +195,10 @@ class PodWorker:
                         return
                     self._wake_in(1.0)
                 else:
-                    self._wake_in(self._sync(pod))
+                    again = self._sync(pod)
+                    log.debug("pod %s: synced; next sync %s", self._describe(pod),
+                              f"in {again:.1f}s" if again is not None else "on an event")
+                    self._wake_in(again)
             except Exception:
                 log.exception("pod %s: sync failed", self._describe(pod))
                 self._wake_in(2.0)
@@ -185,19 +215,23 @@ class PodWorker:
     # ---- sync -------------------------------------------------------------------------------
     def _records(self) -> list[ContainerRecord]:
         recs = [r for r in self.d.snapshot_after(self._last_action) if r.pod_uid == self.uid]
-        out = []
-        for r in recs:
-            if r.exited and r.exit_code == OOM_EXIT:
-                if r.id not in self._oom:
-                    try:
-                        info = self.d.runtime.inspect(r.id)
-                        self._oom[r.id] = bool(info.get("State", {}).get("OOMKilled"))
-                    except RuntimeFailure:
-                        self._oom[r.id] = False
-                if self._oom[r.id]:
-                    r = replace(r, oom_killed=True)
-            out.append(r)
-        return out
+        return [self._exit_details(r) if r.exited else r for r in recs]
+
+    def _exit_details(self, rec: ContainerRecord) -> ContainerRecord:
+        """Podman's list gives whole seconds and no OOM flag: inspect each dead container
+        once for its exact start/finish times (back-off is measured from them) and
+        whether the kernel OOM-killed it."""
+        got = self._dead.get(rec.id)
+        if got is None:
+            try:
+                state = self.d.runtime.inspect(rec.id).get("State", {})
+            except RuntimeFailure:
+                return rec
+            got = (parse_time(state.get("StartedAt")) or rec.started_at,
+                   parse_time(state.get("FinishedAt")) or rec.finished_at,
+                   bool(state.get("OOMKilled")))
+            self._dead[rec.id] = got
+        return replace(rec, started_at=got[0], finished_at=got[1], oom_killed=got[2])
 
     def _waiting_all(self, pod: core_pb2.Pod, reason: str, message: str) -> dict[str, Waiting]:
         w = Waiting(reason, message)
@@ -344,7 +378,8 @@ class PodWorker:
             return True
         bkey = (self.uid, "image:" + image)
         now = time.time()
-        remaining = self.d.image_backoff.remaining(bkey, now, 0.0, now)
+        remaining = self.d.image_backoff.remaining(bkey, self._pull_failed_at.get(image, now),
+                                                   0.0, now)
         if remaining > 0:
             waiting[key] = Waiting("ImagePullBackOff", f'Back-off pulling image "{image}"')
             requeue.append(remaining)
@@ -354,13 +389,16 @@ class PodWorker:
             rt.pull(image)
         except (RuntimeFailure, ImageMissing) as err:
             failed_at = time.time()
+            self._pull_failed_at[image] = failed_at
             self.d.image_backoff.restarted(bkey, failed_at)
             msg = f'Failed to pull image "{image}": {err}'
             waiting[key] = Waiting("ErrImagePull", msg)
             self._event(pod, "Warning", "Failed", msg)
-            requeue.append(self.d.image_backoff.delay(bkey))
+            # Look again within the back-off, so the status moves on to ImagePullBackOff.
+            requeue.append(min(1.0, self.d.image_backoff.delay(bkey) / 2))
             return False
         self.d.image_backoff.reset(bkey)
+        self._pull_failed_at.pop(image, None)
         return True
 
     def _start(self, pod: core_pb2.Pod, action: plan.Start, vol_paths: dict[str, str],

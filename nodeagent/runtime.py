@@ -257,8 +257,27 @@ class Runtime:
         return self._call(f"image exists {ref}", do)
 
     def pull(self, ref: str) -> None:
+        """Pull an image; raises with Podman's message when the pull fails. (The
+        libpod endpoint answers 200 and reports a failure inside its JSON stream,
+        which podman-py's pull() does not turn into an error, so read it here.)"""
         def do() -> None:
-            self._long.images.pull(ref)
+            resp = self._long.api.post("/images/pull",
+                                       params={"reference": ref, "quiet": True},
+                                       stream=True, timeout=self.pull_timeout + 5)
+            resp.raise_for_status()
+            error = ""
+            pulled = False
+            for line in resp.iter_lines():
+                if not line:
+                    continue
+                item = json.loads(line)
+                if item.get("error"):
+                    error = str(item["error"])
+                if item.get("images") or item.get("id"):
+                    pulled = True
+            if error or not pulled:
+                raise podman.errors.APIError(error or "the pull reported no image",
+                                             explanation=error or "no image pulled")
         self._call(f"pull {ref}", do, timeout=self.pull_timeout)
 
     # ---- exec (probes) --------------------------------------------------------------------

@@ -81,6 +81,8 @@ class StatusManager:
                 self._entries[uid] = entry
             else:
                 entry.status = status
+        log.debug("status of pod %s/%s changed (%s): queued", pod.metadata.namespace,
+                  pod.metadata.name, status.phase)
         self._queue.add(uid)
 
     def get(self, uid: str) -> core_pb2.PodStatus | None:
@@ -133,6 +135,8 @@ class StatusManager:
                     self.forget(uid)
                     return
             if pod.status.SerializeToString(deterministic=True) == data:
+                log.debug("status of pod %s/%s already in the store", entry.namespace,
+                          entry.name)
                 self._mark_written(uid, data, pod)
                 return
             new = core_pb2.Pod()
@@ -151,6 +155,8 @@ class StatusManager:
                 log.warning("status of pod %s/%s: %s", entry.namespace, entry.name, err)
                 raise
             self.writes += 1
+            log.debug("status of pod %s/%s written: %s (rv %s)", entry.namespace, entry.name,
+                      status.phase, written.metadata.resource_version)
             self._mark_written(uid, data, written)
             return
         raise Conflict(f"status of pod {entry.namespace}/{entry.name}: "

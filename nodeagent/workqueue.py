@@ -26,6 +26,8 @@ class WorkQueue:
         self._handler = handler
         self._workers = workers
         self.retry_delay = retry_delay
+        # Workers and the timer thread wait on this one condition, so every wake-up is
+        # notify_all: a plain notify could wake the timer instead of a worker.
         self._cond = threading.Condition()
         self._queue: deque[Hashable] = deque()
         self._dirty: set[Hashable] = set()
@@ -58,7 +60,7 @@ class WorkQueue:
             self._dirty.add(key)
             if key not in self._processing:
                 self._queue.append(key)
-                self._cond.notify()
+                self._cond.notify_all()
 
     def add_after(self, key: Hashable, delay: float) -> None:
         if delay <= 0:
@@ -98,7 +100,7 @@ class WorkQueue:
                 self._processing.discard(key)
                 if key in self._dirty:
                     self._queue.append(key)
-                    self._cond.notify()
+                    self._cond.notify_all()
             if failed:
                 self.add_after(key, self.retry_delay)
 
@@ -112,6 +114,6 @@ class WorkQueue:
                         self._dirty.add(key)
                         if key not in self._processing:
                             self._queue.append(key)
-                            self._cond.notify()
+                            self._cond.notify_all()
                 wait = self._timers[0][0] - now if self._timers else None
                 self._cond.wait(timeout=wait)

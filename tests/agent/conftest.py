@@ -87,6 +87,9 @@ def host(cp: Cluster, image_store: Path, request: pytest.FixtureRequest) -> Iter
     finally:
         if getattr(request.session, "testsfailed", 0):
             print(h.log_tail(150), file=sys.stderr)
+        # The whole log outlives the run (overwritten by the next run of the module).
+        kept = Path(tempfile.gettempdir()) / f"corral-agent-{request.module.__name__}.log"
+        shutil.copy(h.log_path, kept)
         h.close()
         shutil.rmtree(root, ignore_errors=True)
 

@@ -395,3 +395,48 @@ def test_sampler_reads_this_process_cgroup() -> None:
     sum(i * i for i in range(200_000))
     second = s.sample({"me": os.getpid()})
     assert second["me"][1] > 0
+
+
+# ---- work queue ---------------------------------------------------------------------------
+def test_work_queue_handles_each_key_promptly_once_at_a_time() -> None:
+    import time
+
+    from nodeagent.workqueue import WorkQueue
+
+    seen: list[str] = []
+    active: set[str] = set()
+    overlap: list[str] = []
+    lock = threading.Lock()
+
+    def handle(key: object) -> None:
+        k = str(key)
+        with lock:
+            if k in active:
+                overlap.append(k)
+            active.add(k)
+        time.sleep(0.005)
+        with lock:
+            active.discard(k)
+            seen.append(k)
+
+    q = WorkQueue("t", handle, workers=3)
+    q.start()
+    try:
+        # The timer thread waits on the same condition as the workers; a wake-up
+        # must reach a worker even when the timer has waited longest.
+        q.add_after("late", 30.0)
+        time.sleep(0.1)
+        for i in range(10):
+            q.add(f"k{i}")
+            deadline = time.monotonic() + 1.0
+            while f"k{i}" not in seen and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert f"k{i}" in seen, f"k{i} waited more than a second"
+            time.sleep(0.05)
+        for _ in range(5):
+            q.add("same")
+        time.sleep(0.2)
+        assert not overlap
+        assert "late" not in seen
+    finally:
+        q.stop()
