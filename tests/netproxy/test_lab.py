@@ -114,8 +114,14 @@ def test_services_across_hosts():
         # (Client.exec is one stream on one replica: use the surviving ones.)
         with lab.client([h for h in HOSTS if h != leader]) as alive:
             pod_sh(alive, "web-h2", ns, "hostname > /www/index.html")
-            wait_for(lambda: ips["web-h2"] in dnat_targets(lab, "h1"), 30,
-                     "web-h2 back in h1's rules after the leader kill")
+            try:
+                wait_for(lambda: ips["web-h2"] in dnat_targets(lab, "h1"), 30,
+                         "web-h2 back in h1's rules after the leader kill")
+            except AssertionError as err:
+                conds = [(x.type, x.status) for x in
+                         alive.get("Pod", "web-h2", ns).status.conditions]
+                raise AssertionError(f"{err}; web-h2 conditions {conds}, endpoints (ready, "
+                                     f"not ready) {ready_ips(alive, 'web', ns)}") from None
             assert set(answers(alive, "client", ns, f"http://{vip}/", 30)) == {"web-h1",
                                                                                "web-h2"}
         lab.start(leader)
