@@ -310,11 +310,11 @@ class PodWorker:
                 self._event(pod, "Warning", "BackOff",
                             f"Back-off restarting failed container {key.removeprefix('init:')}")
         self._reported = {k: w.reason for k, w in waiting.items()}
-        status = self._publish(pod, recs, waiting, p)
-
+        # Probes first: a container the prober has not seen yet is not ready.
         running = {r.name: (r.id, r.started_at or time.time())
                    for r in recs if r.running and not r.init}
         self.d.prober.sync_pod(pod, running, self._net.ip if self._net else "")
+        status = self._publish(pod, recs, waiting, p)
         if status.phase in TERMINAL and not any(r.running for r in recs):
             self._release_network()
         if p.requeue_after is not None:
