@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 
 from controlplane.api import codec, defaults, indexes, merge
 from controlplane.api.allocators import Allocation, Allocator
+from controlplane.api.deadline import write_timeout
 from controlplane.api.deletion import DeleteOptions, plan_delete
 from controlplane.api.settings import SYSTEM_NAMESPACES, ApiSettings
 from controlplane.api.validation import check_update, validate
@@ -163,7 +164,7 @@ class Handler:
                 rec = self.store.put(self._change(info, candidate, data), expect=expect,
                                      require_namespace=require_namespace,
                                      request_id=_rid(request_id, f"put{attempt}"),
-                                     timeout=self.settings.write_timeout)
+                                     timeout=write_timeout(self.settings.write_timeout))
             except UniqueViolation as err:
                 if err.token in alloc.picked:
                     avoid.add(err.token)
@@ -327,7 +328,8 @@ class Handler:
                     Change(kind=rec.kind, namespace=rec.namespace, name=rec.name,
                            data=rec.data, labels=rec.labels, fields=rec.fields,
                            unique=rec.unique),
-                    expect=want, request_id=request_id, timeout=self.settings.write_timeout)
+                    expect=want, request_id=request_id,
+                    timeout=write_timeout(self.settings.write_timeout))
             except Conflict:
                 pass
             else:
@@ -417,7 +419,7 @@ class Handler:
         if request_id:
             gone = self.store.delete(key, expect=MUST_EXIST,
                                      request_id=_rid(request_id, "x0"),
-                                     timeout=self.settings.write_timeout)
+                                     timeout=write_timeout(self.settings.write_timeout))
             return codec.decode(gone), True
         raise NotFound(_not_found(key))
 
@@ -426,7 +428,7 @@ class Handler:
         if dry_run:
             return codec.decode(rec), True
         gone = self.store.delete(key, expect=rec.revision, request_id=request_id,
-                                 timeout=self.settings.write_timeout)
+                                 timeout=write_timeout(self.settings.write_timeout))
         return codec.decode(gone), True
 
     def _delete_namespace(self, key: Key, want: int | None, uid: str, dry_run: bool,
@@ -442,7 +444,7 @@ class Handler:
             return obj, True
         gone = self.store.delete_namespace(name, expect=rec.revision,
                                            request_id=_rid(request_id, "ns"),
-                                           timeout=self.settings.write_timeout)
+                                           timeout=write_timeout(self.settings.write_timeout))
         last = next((r for r in gone if r.kind == "Namespace"), gone[-1])
         return codec.decode(last), True
 

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from controlplane.api import codec
+from controlplane.api.deadline import caller_deadline
 from controlplane.api.handler import Handler
 from controlplane.store.base import Store
 from corral import kinds
@@ -82,7 +83,8 @@ def abort(context: grpc.ServicerContext, err: CorralError, store: Store | None =
 
 def call(context: grpc.ServicerContext, store: Store, fn: Callable[[], T]) -> T:
     try:
-        return fn()
+        with caller_deadline(context.time_remaining()):
+            return fn()
     except CorralError as err:
         abort(context, err, store)
     except Exception as err:
