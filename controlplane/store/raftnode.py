@@ -47,6 +47,10 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
 6. Cheaper frames: AES-GCM instead of Fernet (`AeadEncryptor`) and no zlib
    for frames under 64 KiB (`FrameCodec`); together they took ~0.5 ms of CPU
    off every write's path to commit.
+7. Fewer messages for writes sent to a follower: a follower forwards all the
+   commands queued in a tick in one message, and the leader answers all the
+   commands of a tick in one message per follower (pysyncobj: one message
+   each way per command).
 
 Snapshots (no fork: gRPC servers must not fork) replace pysyncobj's
 serializer methods: the state is captured on the tick thread (references to
@@ -77,6 +81,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from queue import Empty
 from typing import Any
 
 import pysyncobj
@@ -84,7 +89,7 @@ import pysyncobj.pickle as sync_pickle
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, tcp_connection
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, tcp_connection
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
@@ -104,6 +109,10 @@ if PYSYNCOBJ_VERSION != PINNED_PYSYNCOBJ:  # pragma: no cover - guarded by pypro
     )
 
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
+FORWARD = "corral_apply_batch"  # follower -> leader: queued commands, one message
+REPLY = "apply_command_response"  # pysyncobj's answer to one forwarded command
+REPLIES = "corral_apply_responses"  # leader -> follower: this tick's answers, one message
+FORWARD_BATCH = 1000
 STATE_NAMES = {_FOLLOWER: "follower", _CANDIDATE: "candidate", _LEADER: "leader"}
 _NO_OP = b"\x01"  # pysyncobj's _COMMAND_TYPE.NO_OP as its first log entry
 
@@ -381,8 +390,14 @@ class RaftNode(SyncObj):
 
         def send(node: Any, message: Any) -> bool:
             if isinstance(message, dict):
+                if self._held_replies is not None and message.get("type") == REPLY:
+                    self._held_replies.setdefault(node, []).append(message)
+                    return True
                 self._reads.tag(message)
             return bool(raw_send(node, message))
+
+        self._raw_send = raw_send
+        self._held_replies: dict[Any, list[dict[str, Any]]] | None = None
 
         transport.send = send
         self._apply_waiters: list[tuple[int, int, threading.Event]] = []
@@ -467,11 +482,49 @@ class RaftNode(SyncObj):
             self._deferred.clear()
 
     def _checkCommandsToApply(self) -> None:
+        leader = self._SyncObj__raftLeader
+        if self._SyncObj__raftState != _LEADER and leader is not None:
+            self._forward_commands(leader)
+            self._journal.sync()
+            return
         before = self._journal.last_index
-        SyncObj._checkCommandsToApply(self)
+        # The leader answers every forwarded command with its log position; hold
+        # those answers and send one message per follower instead of one per command.
+        self._held_replies = {}
+        try:
+            SyncObj._checkCommandsToApply(self)
+        finally:
+            held, self._held_replies = self._held_replies, None
+        for node, replies in held.items():
+            self._raw_send(node, {"type": REPLIES, "replies": replies})
         if self._journal.last_index != before and self._SyncObj__raftState == _LEADER:
             self._SyncObj__sendAppendEntries()
         self._journal.sync()
+
+    def _forward_commands(self, leader: Any) -> None:
+        """Follower: send every queued command to the leader in one message (pysyncobj
+        sends one message per command), registering the callbacks as it does."""
+        queue_ = self._SyncObj__commandsQueue
+        batch: list[list[Any]] = []
+        while len(batch) < FORWARD_BATCH:
+            try:
+                command, callback = queue_.get_nowait()
+            except Empty:
+                break
+            if isinstance(callback, tuple):  # forwarded to us by a node that took us for leader
+                node, request_id = callback
+                self._raw_send(node, {"type": REPLY, "request_id": request_id,
+                                      "error": FAIL_REASON.NOT_LEADER})
+                continue
+            entry: list[Any] = [command]
+            if callback is not None:
+                self._SyncObj__commandsLocalCounter += 1
+                request_id = self._SyncObj__commandsLocalCounter
+                self._SyncObj__commandsWaitingReply[request_id] = callback
+                entry.append(request_id)
+            batch.append(entry)
+        if batch:
+            self._raw_send(leader, {"type": FORWARD, "commands": batch})
 
     def _SyncObj__onBecomeLeader(self) -> None:
         SyncObj._SyncObj__onBecomeLeader(self)
@@ -518,6 +571,14 @@ class RaftNode(SyncObj):
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         mtype = message.get("type") if isinstance(message, dict) else None
         if mtype is not None and self._reads.on_message(node, message):
+            return
+        if mtype == FORWARD:
+            for entry in message["commands"]:
+                self._applyCommand(entry[0], (node, entry[1]) if len(entry) > 1 else None)
+            return
+        if mtype == REPLIES:
+            for reply in message["replies"]:
+                SyncObj._SyncObj__onMessageReceived(self, node, reply)
             return
         if (
             mtype == "append_entries"
