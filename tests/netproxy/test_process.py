@@ -109,7 +109,7 @@ def test_process_follows_the_control_plane_and_survives_kills(make_cluster, tmp_
             proxy.wait_log("sync full: applied")
             assert {node.get(pod, f"http://{vip}/")[1] for _ in range(30)} == {"p1", "p2"}
 
-            # Cluster DNS answers through the DNS VIP from inside a pod.
+            # Cluster DNS answers through the DNS VIP from inside a pod, UDP and TCP.
             out = sh("ip", "netns", "exec", pod, "busybox", "nslookup",
                      "web.default.svc.cluster.local", "10.96.0.10", check=False).stdout
             assert vip in out, out
@@ -118,6 +118,13 @@ def test_process_follows_the_control_plane_and_survives_kills(make_cluster, tmp_
                      "import socket,sys;s=socket.socket(2,2);s.settimeout(3);"
                      f"s.sendto(bytes.fromhex('{q.hex()}'),('10.96.0.10',53));"
                      "print(s.recv(4096).hex())").stdout.strip()
+            assert [str(r.rdata) for r in DNSRecord.parse(bytes.fromhex(raw)).rr] == [vip]
+            raw = sh("ip", "netns", "exec", pod, sys.executable, "-c",
+                     "import socket,struct;s=socket.create_connection(('10.96.0.10',53),3);"
+                     f"q=bytes.fromhex('{q.hex()}');s.sendall(struct.pack('!H',len(q))+q);"
+                     "n=struct.unpack('!H',s.recv(2))[0];d=b''\n"
+                     "while len(d)<n: d+=s.recv(n-len(d))\n"
+                     "print(d.hex())").stdout.strip()
             assert [str(r.rdata) for r in DNSRecord.parse(bytes.fromhex(raw)).rr] == [vip]
 
             # An endpoints change reaches the rules.
