@@ -206,9 +206,14 @@ class Proxier:
         so a proxy that cannot reach the control plane leaves the kernel's rules alone."""
         while not stopped():
             now = self.clock()
-            due = self._retry_at if self._need_full else self._next_full
-            if now < due and not self.tracker.pending():
-                self.tracker.wait(min(due - now, 1.0))
+            if self._need_full:
+                # After a failure, changes wait for the retry too: a kernel that keeps
+                # refusing must not meet a full sync per incoming event.
+                if now < self._retry_at:
+                    self.tracker.wait(min(self._retry_at - now, 1.0))
+                    continue
+            elif now < self._next_full and not self.tracker.pending():
+                self.tracker.wait(min(self._next_full - now, 1.0))
                 continue
             if not ready():
                 self.tracker.wait(0.1)

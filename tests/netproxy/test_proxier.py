@@ -29,6 +29,8 @@ class FakeIptables:
         self.restores: list[str] = []
         self.saves = 0
         self.fail_next = False
+        self.fail_always = False
+        self.attempts = 0
         self.cleared: list[tuple[str, str]] = []
 
     def save(self):
@@ -36,6 +38,9 @@ class FakeIptables:
         return self.kernel.saved()
 
     def restore(self, payload: str) -> None:
+        self.attempts += 1
+        if self.fail_always:
+            raise IptablesError("iptables-restore --noflush: broken for good")
         if self.fail_next:
             self.fail_next = False
             raise IptablesError("iptables-restore --noflush: line 3 failed")
@@ -191,3 +196,26 @@ def test_loop_waits_for_informers_rate_limits_and_retries():
         tracker.kick()
         loop.join(timeout=5)
     assert not loop.is_alive()
+
+
+def test_a_kernel_that_keeps_refusing_is_retried_with_back_off():
+    proxier, tracker, ipt, _ = make(min_sync=0.0)
+    ipt.fail_always = True
+    stop = threading.Event()
+    loop = threading.Thread(target=proxier.run, args=(stop.is_set, lambda: True), daemon=True)
+    loop.start()
+    try:
+        tracker.service_updated(svc("web", "10.96.0.20"))
+        end = time.monotonic() + 2.5
+        i = 0
+        while time.monotonic() < end:  # a steady stream of changes
+            i += 1
+            tracker.endpoints_updated(endpoints("web", ready=[f"10.244.1.{i % 200 + 1}"]))
+            time.sleep(0.02)
+        # Attempts at 0 s, ~1 s, ~3 s (back-off 1 s, 2 s, ...), not one per change.
+        assert 1 <= ipt.attempts <= 3, ipt.attempts
+        assert proxier.needs_full
+    finally:
+        stop.set()
+        tracker.kick()
+        loop.join(timeout=5)
