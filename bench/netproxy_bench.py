@@ -183,8 +183,43 @@ while True:
 """
 
 
+class Transitions:
+    """(time, state) changes reported by a thread, awaited by the bench's thread."""
+
+    def __init__(self) -> None:
+        import threading
+        self.cond = threading.Condition()
+        self.seen: list[tuple[float, str]] = []
+
+    def add(self, t: float, state: str) -> None:
+        with self.cond:
+            self.seen.append((t, state))
+            self.cond.notify_all()
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.seen)
+
+    def current(self) -> str:
+        with self.cond:
+            return self.seen[-1][1] if self.seen else ""
+
+    def wait(self, state: str, since: int = 0, timeout: float = 60) -> float:
+        """Time of the first change to `state` at or after position `since`."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for t, st in self.seen[since:]:
+                    if st == state:
+                        return t
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no change to {state!r} within {timeout} s: "
+                                       f"{self.seen[since:][-5:]}")
+                self.cond.wait(left)
+
+
 def lab_propagation(cycles: int) -> list[float]:
-    import queue
     import threading
 
     from tests.labfixture import running_lab
@@ -205,7 +240,7 @@ def lab_propagation(cycles: int) -> list[float]:
         c.create(web_pod("target", ns, "h3", app="probe"))
         vip = c.create(web_service("probe", ns, type="ClusterIP", app="probe")).spec.cluster_ip
         wait_for(lambda: ready_ips(c, "probe", ns)[0], 90, "target ready")
-        ready_at: queue.Queue[float] = queue.Queue()
+        pod_ready, reached = Transitions(), Transitions()
 
         def watch() -> None:
             was = None
@@ -215,8 +250,8 @@ def lab_propagation(cycles: int) -> list[float]:
                         continue
                     ready = any(cond.type == "Ready" and cond.status == "True"
                                 for cond in ev.object.status.conditions)
-                    if ready and was is False:
-                        ready_at.put(time.time())
+                    if ready != was:
+                        pod_ready.add(time.time(), "ready" if ready else "not ready")
                     was = ready
             except Exception as err:  # the bench reports it when a sample never comes
                 print(f"pod watch ended: {err!r}", file=sys.stderr)
@@ -224,30 +259,28 @@ def lab_propagation(cycles: int) -> list[float]:
         threading.Thread(target=watch, daemon=True).start()
         argv, env = lab.exec_argv("h1", [sys.executable, "-c", PROBER, vip])
         prober = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
-        lines: queue.Queue[str] = queue.Queue()
 
         def read_prober() -> None:
             assert prober.stdout is not None
             for line in prober.stdout:
-                lines.put(line)
+                t, state = line.split()
+                reached.add(float(t), state)
 
         threading.Thread(target=read_prober, daemon=True).start()
-
-        def next_state(want: str, timeout: float = 30) -> float:
-            deadline = time.monotonic() + timeout
-            while True:
-                t, state = lines.get(timeout=max(0.1, deadline - time.monotonic())).split()
-                if state == want:
-                    return float(t)
-
         try:
-            next_state("ok")
+            reached.wait("ok")
             for _ in range(cycles):
+                # Not ready in the API, then (no endpoint, REJECT) unreachable from h1:
+                # a passing hiccup of the prober before that is not taken for it.
+                since = pod_ready.mark()
                 pod_sh(c, "target", ns, "rm /www/index.html")
-                next_state("fail")
+                pod_ready.wait("not ready", since)
+                wait_for(lambda: reached.current() == "fail", 30, "VIP refused", every=0.01)
+                since_ready, since_reached = pod_ready.mark(), reached.mark()
                 pod_sh(c, "target", ns, "hostname > /www/index.html")
-                t_ok = next_state("ok")
-                t_ready = ready_at.get(timeout=30)
+                # Without an endpoint nothing answers: the first "ok" is the new rules.
+                t_ok = reached.wait("ok", since_reached)
+                t_ready = pod_ready.wait("ready", since_ready)
                 samples.append(t_ok - t_ready)
         finally:
             prober.kill()
