@@ -44,6 +44,7 @@ from .podutil import (
     get_condition,
     is_active,
     is_ready,
+    is_terminating,
     pod_from_template,
     set_condition,
 )
@@ -180,7 +181,9 @@ def reconcile(job: batch_pb2.Job, pods: Iterable[core_pb2.Pod], now: float, *,
         new.status.CopyFrom(status)
         result.add(UpdateStatus(new))
     # After the status write: a TTL of 0 deletes the Job in the same sync.
-    if is_finished(job):
+    if is_terminating(job):
+        pass  # already being deleted (by the TTL or by a user)
+    elif is_finished(job):
         _ttl(job, now, result)
     elif condition_true(status.conditions, "Complete") or \
             condition_true(status.conditions, "Failed"):
