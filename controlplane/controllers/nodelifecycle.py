@@ -266,9 +266,11 @@ class NodeLifecycleController(Controller):
         node = self.ctx.informers["Node"].get(key)
         if node is None:
             return None
-        pods = [p for p in self.ctx.informers["Pod"].items() if p.spec.node_name == key]
-        result = reconcile_node(node, self.silent_for(key), self.ctx.clock.time(),
-                                self.ctx.config, pods)
+        silent = self.silent_for(key)
+        # Every node is looked at every second: scan the pods only for a silent one.
+        pods = [p for p in self.ctx.informers["Pod"].items() if p.spec.node_name == key] \
+            if silent >= self.ctx.config.node_monitor_grace_period else []
+        result = reconcile_node(node, silent, self.ctx.clock.time(), self.ctx.config, pods)
         # Pods owned by a DaemonSet stay on their node (they tolerate unreachable).
         result.actions = [a for a in result.actions
                           if not (isinstance(a, Delete) and _daemon_pod(pods, a.name))]
