@@ -49,6 +49,10 @@ from nodeagent.volumes import VolumeError, Volumes
 log = logging.getLogger(__name__)
 
 RESYNC_PERIOD = 60.0
+# How long a pod waits for the control plane to bind its claims before an unbound
+# claim gets a folder in the agent's state dir (issue 5's controller binds claims
+# when their pod is bound; without it the agent's folder is the fallback).
+PVC_BIND_WAIT = 10.0
 MAX_ROUNDS = 8
 
 
@@ -121,6 +125,7 @@ class PodWorker:
         self._dead: dict[str, tuple[float, float, bool]] = {}
         self._reported: dict[str, str] = {}
         self._files = ("", "")
+        self._first_sync = time.monotonic()
         self._pull_failed_at: dict[str, float] = {}
         self.syncs = 0
         self._thread = threading.Thread(target=self._run, name=f"pod-{uid[:8]}", daemon=True)
@@ -262,7 +267,10 @@ class PodWorker:
         if not terminal:
             if self._net is None:
                 try:
+                    t_net = time.monotonic()
                     self._net = self.d.networks.setup(uid)
+                    log.debug("pod %s: network %s in %.3fs", self._describe(pod), self._net.ip,
+                              time.monotonic() - t_net)
                 except NetworkError as err:
                     msg = f"failed to set up the pod network: {err}"
                     self._publish(pod, self._records(),
@@ -275,13 +283,15 @@ class PodWorker:
                                           host_resolv=self.d.host_resolv())
             try:
                 self._files = self.d.volumes.write_pod_files(uid, hosts, resolv)
-                vol_paths = self.d.volumes.setup(pod)
+                waited = time.monotonic() - self._first_sync
+                vol_paths = self.d.volumes.setup(pod,
+                                                 allow_unbound_claims=waited >= PVC_BIND_WAIT)
             except (VolumeError, OSError) as err:
                 msg = f"MountVolume.SetUp failed: {err}"
                 self._publish(pod, self._records(),
                               self._waiting_all(pod, "ContainerCreating", msg))
                 self._event(pod, "Warning", "FailedMount", msg)
-                return 5.0
+                return 1.0 if "to be bound" in msg else 5.0
         else:
             self._net = self._net or self.d.networks.lookup(uid)
 
@@ -434,7 +444,9 @@ class PodWorker:
             requeue.append(5.0)
             return False
         rt = self.d.runtime
+        t_wait = time.monotonic()
         with self.d.start_slots:
+            t_create = time.monotonic()
             try:
                 cid = self._create(kwargs)
             except RuntimeFailure as err:
@@ -450,7 +462,9 @@ class PodWorker:
                 self._event(pod, "Warning", "Failed", f"Error: {err}")
         if action.replaces is not None:
             self.d.backoff.restarted((self.uid, key), action.replaces.finished_at)
-        log.info("pod %s: started %s (attempt %d)", self._describe(pod), key, action.attempt)
+        log.info("pod %s: started %s (attempt %d; waited %.3fs for a slot, create+start "
+                 "%.3fs)", self._describe(pod), key, action.attempt, t_create - t_wait,
+                 time.monotonic() - t_create)
         self._last_action = time.time()
         return True
 

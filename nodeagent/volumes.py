@@ -135,8 +135,10 @@ class Volumes:
             paths.append(str(path))
         return paths[0], paths[1]
 
-    def setup(self, pod: core_pb2.Pod) -> dict[str, str]:
-        """Volume name -> host path, every volume ready (contents refreshed)."""
+    def setup(self, pod: core_pb2.Pod, *, allow_unbound_claims: bool = True) -> dict[str, str]:
+        """Volume name -> host path, every volume ready (contents refreshed).
+        With `allow_unbound_claims` False, a claim the control plane has not bound
+        yet is an error ("waiting ... to be bound") instead of a state-dir folder."""
         uid = pod.metadata.uid
         base = self.pod_dir(uid) / "volumes"
         base.mkdir(parents=True, exist_ok=True)
@@ -144,14 +146,16 @@ class Volumes:
         for i, vol in enumerate(pod.spec.volumes):
             where = f"spec.volumes[{i}] ({vol.name})"
             try:
-                out[vol.name] = self._setup_one(pod, vol, base / vol.name, where)
+                out[vol.name] = self._setup_one(pod, vol, base / vol.name, where,
+                                                allow_unbound_claims)
             except (atomicwriter.PayloadError, Invalid) as err:
                 raise VolumeError(f"{where}: {err}") from None
             except OSError as err:
                 raise VolumeError(f"{where}: {err}") from None
         return out
 
-    def _setup_one(self, pod: core_pb2.Pod, vol: core_pb2.Volume, path: Path, where: str) -> str:
+    def _setup_one(self, pod: core_pb2.Pod, vol: core_pb2.Volume, path: Path, where: str,
+                   allow_unbound_claims: bool) -> str:
         ns = pod.metadata.namespace
         if vol.HasField("empty_dir"):
             path.mkdir(exist_ok=True)
@@ -196,7 +200,8 @@ class Volumes:
             atomicwriter.write(path, payload)
             return str(path)
         if vol.HasField("persistent_volume_claim"):
-            return self._claim(ns, vol.persistent_volume_claim.claim_name, where)
+            return self._claim(ns, vol.persistent_volume_claim.claim_name, where,
+                               allow_unbound_claims)
         raise VolumeError(f"{where}: no volume source set (Corral supports emptyDir, hostPath, "
                           "configMap, secret and persistentVolumeClaim)")
 
@@ -219,7 +224,7 @@ class Volumes:
             path.mkdir(parents=True, exist_ok=True)
         return str(path)
 
-    def _claim(self, ns: str, claim: str, where: str) -> str:
+    def _claim(self, ns: str, claim: str, where: str, allow_unbound: bool) -> str:
         pvc = self._get_pvc(ns, claim)
         if pvc is None:
             raise VolumeError(f'{where}: persistentvolumeclaim "{claim}" not found')
@@ -233,6 +238,9 @@ class Volumes:
                 raise VolumeError(f"{where}: claim {ns}/{claim} is bound to a folder on node "
                                   f"{node}, not on {self.node_name}")
             path = Path(folder)
+        elif not allow_unbound:
+            raise VolumeError(f"{where}: waiting for persistentvolumeclaim {ns}/{claim} to be "
+                              "bound")
         else:
             path = self.pvc_root / pvc.metadata.uid
         path.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Fixtures of the agent tests.
 
 - `image_store` (session): a read-only Podman image store with localhost/busybox.
-- `cp` (module): B's 3-replica control plane (tests/cluster.py).
+- `cp` (module): B's 3-replica control plane (tests/cluster.py), its claim
+  folders (controllers.volume_root) in the test's temporary folder.
 - `host` (module): one corral-agent in a network namespace of its own
   (agentfixture.py), registered with `cp`.
 - `ns`: a fresh Corral namespace per test, deleted afterwards.
@@ -66,7 +67,9 @@ def _podman_reset(root: Path) -> None:
 @pytest.fixture(scope="module")
 def cp() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="e-cp-"))
-    cluster = Cluster(root, 3)
+    # Claims bound by the control plane get folders under the test's own root.
+    cluster = Cluster(root, 3, extra_config={"controllers": {
+        "volume_root": str(root / "volumes")}})
     try:
         yield cluster
     finally:

@@ -286,3 +286,56 @@ def test_binary_and_secret_encoding_round_trip(host: AgentHost, ns: str) -> None
     assert blob.read_bytes() == raw
     assert base64.b64encode(blob.read_bytes()) == base64.b64encode(raw)
 
+
+
+def test_persistent_volume_claim_is_a_host_folder_that_outlives_the_pod(host: AgentHost,
+                                                                        ns: str) -> None:
+    c = host.client
+    claim = kinds.by_kind("PersistentVolumeClaim").new()
+    claim.metadata.name = "data"
+    claim.metadata.namespace = ns
+    claim.spec.access_modes.append("ReadWriteOnce")
+    claim.spec.resources.requests["storage"] = "10Mi"
+    c.create(claim)
+    vol = core_pb2.Volume(name="data", persistent_volume_claim=(
+        core_pb2.PersistentVolumeClaimVolumeSource(claim_name="data")))
+    writer = pu.container("main", "sh", "-c",
+                          "echo kept-$(hostname) >> /data/log; exec sleep 1000",
+                          volume_mounts=[mount("data", "/data")])
+    c.create(pu.pod("writer", ns, host.node_name, writer, volumes=(vol,), grace=0))
+    pu.wait_pod(c, ns, "writer", pu.ready, "Ready")
+    bound = c.get("PersistentVolumeClaim", "data", ns)
+    node, _, folder = bound.spec.volume_name.partition(":")
+    assert node == host.node_name and folder.startswith("/")
+    log = Path(folder) / "log"
+    pu.wait_for("the pod wrote into the claim's folder", lambda: log.exists())
+    c.delete("Pod", "writer", ns)
+    pu.wait_gone(c, ns, "writer", timeout=30)
+    assert log.read_text() == "kept-writer\n"  # the folder outlives the pod
+    reader = pu.container("main", "sh", "-c", "cp /data/log /data/seen; exec sleep 1000",
+                          volume_mounts=[mount("data", "/data")])
+    c.create(pu.pod("reader", ns, host.node_name, reader, volumes=(vol,), grace=0))
+    pu.wait_pod(c, ns, "reader", pu.ready, "Ready")
+    pu.wait_for("the next pod saw the same data",
+                lambda: (Path(folder) / "seen").exists()
+                and (Path(folder) / "seen").read_text() == "kept-writer\n")
+
+
+def test_missing_volume_source_object_keeps_pod_creating(host: AgentHost, ns: str) -> None:
+    c = host.client
+    vol = core_pb2.Volume(name="cfg", config_map=core_pb2.ConfigMapVolumeSource(name="absent"))
+    c.create(pu.pod("mnt", ns, host.node_name,
+                    pu.container("main", "sleep", "1000",
+                                 volume_mounts=[mount("cfg", "/cfg")]),
+                    volumes=(vol,), grace=0))
+    p = pu.wait_pod(c, ns, "mnt", lambda p: "configmap \"absent\" not found" in
+                    pu.cstatus(p, "main").state.waiting.message, "FailedMount message")
+    assert pu.cstatus(p, "main").state.waiting.reason == "ContainerCreating"
+    events, _ = c.list("Event", ns)
+    assert any(e.reason == "FailedMount" and e.involved_object.name == "mnt" for e in events)
+    cm = kinds.by_kind("ConfigMap").new()
+    cm.metadata.name = "absent"
+    cm.metadata.namespace = ns
+    cm.data["k"] = "v"
+    c.create(cm)
+    pu.wait_pod(c, ns, "mnt", pu.ready, "Ready once the ConfigMap exists", timeout=30)
