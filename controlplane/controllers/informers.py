@@ -38,6 +38,9 @@ class SharedInformer:
         self.kind = kind
         self._handlers: list[Handlers] = []
         self._cond = threading.Condition()
+        # namespace -> name -> object: controllers read one namespace per sync.
+        self._by_ns: dict[str, dict[str, Any]] = {}
+        self._index_lock = threading.Lock()
         self._informer = Informer(client, kind, on_add=self._add, on_update=self._update,
                                   on_delete=self._delete, on_synced=self._notify,
                                   name=f"informer-{kind}")
@@ -82,25 +85,41 @@ class SharedInformer:
         return self._informer.items()
 
     def in_namespace(self, namespace: str) -> list[Any]:
-        return [o for o in self._informer.items() if o.metadata.namespace == namespace]
+        with self._index_lock:
+            return list(self._by_ns.get(namespace, {}).values())
+
+    def _index(self, obj: Any, present: bool) -> None:
+        m = obj.metadata
+        with self._index_lock:
+            if present:
+                self._by_ns.setdefault(m.namespace, {})[m.name] = obj
+            else:
+                names = self._by_ns.get(m.namespace)
+                if names is not None:
+                    names.pop(m.name, None)
+                    if not names:
+                        del self._by_ns[m.namespace]
 
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
     def _add(self, obj: Any) -> None:
+        self._index(obj, True)
         for h in self._handlers:
             if h.on_add is not None:
                 h.on_add(obj)
         self._notify()
 
     def _update(self, old: Any, new: Any) -> None:
+        self._index(new, True)
         for h in self._handlers:
             if h.on_update is not None:
                 h.on_update(old, new)
         self._notify()
 
     def _delete(self, obj: Any) -> None:
+        self._index(obj, False)
         for h in self._handlers:
             if h.on_delete is not None:
                 h.on_delete(obj)
