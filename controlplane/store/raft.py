@@ -74,6 +74,9 @@ _UNKNOWN = {
 }
 
 
+_CLOSED = -1  # a waiter's error when the store closes under it
+
+
 @dataclass(frozen=True)
 class RaftConfig:
     """How to run one replica of the store."""
@@ -179,6 +182,8 @@ class RaftStore(base.Store):
         )
         self._is_leader = False
         self._closed = False
+        self._waiters: set[_Waiter] = set()
+        self._waiters_lock = threading.Lock()
         n_members = len(set(config.peers) | {config.raft_address})
         if n_members % 2 == 0:
             log.warning(
@@ -336,11 +341,19 @@ class RaftStore(base.Store):
             if left <= 0 or self._closed:
                 break
             waiter = _Waiter()
-            method(*args, callback=waiter.done)
-            self._node.wake()
-            if not waiter.event.wait(left):
+            with self._waiters_lock:
+                self._waiters.add(waiter)
+            try:
+                method(*args, callback=waiter.done)
+                self._node.wake()
+                answered = waiter.event.wait(left)
+            finally:
+                with self._waiters_lock:
+                    self._waiters.discard(waiter)
+            if not answered or waiter.error == _CLOSED:
                 maybe_applied = True
-                reason = f"no answer within {timeout:g}s"
+                reason = (f"the store of replica {self.config.name} closed with the write "
+                          "in flight" if answered else f"no answer within {timeout:g}s")
                 break
             if waiter.error == FAIL_REASON.SUCCESS:
                 return waiter.result
@@ -373,6 +386,7 @@ class RaftStore(base.Store):
         backoff = 0.005
         reason = "no leader confirmed a read index"
         while True:
+            self._check_open()
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -475,6 +489,10 @@ class RaftStore(base.Store):
         if self._closed:
             return
         self._closed = True
+        # Writers still waiting would otherwise sit out their whole deadline.
+        with self._waiters_lock:
+            for waiter in self._waiters:
+                waiter.done(None, _CLOSED)
         self._node.stop()
         self._hub.close()
         self._callback_queue.put(None)

@@ -431,6 +431,10 @@ class RaftNode(SyncObj):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._reads.close()
+        with self._apply_waiters_lock:  # readers waiting to apply: wake them (not applied)
+            for _, _, event in self._apply_waiters:
+                event.set()
+            self._apply_waiters.clear()
         if self._snap_thread is not None:
             self._snap_thread.join(timeout)
         self.destroy()  # autoTick=False: closes sockets and the journal right here
@@ -716,10 +720,17 @@ class RaftNode(SyncObj):
     def read_index(self, timeout: float) -> int:
         """An index such that a replica that has applied it has every write
         acknowledged before this call. Raises Unavailable or Timeout."""
+        if self._stop.is_set():
+            raise Unavailable(f"the Raft member {self.address} is stopping")
         req = self._reads.request()
         self.wake()
-        if not req.event.wait(timeout):
-            raise Timeout(f"no read index confirmed within {timeout:g}s")
+        deadline = time.monotonic() + timeout
+        # Short waits: a request queued just as the member stops is never answered.
+        while not req.event.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+            if self._stop.is_set():
+                raise Unavailable(f"the Raft member {self.address} is stopping")
+            if time.monotonic() >= deadline:
+                raise Timeout(f"no read index confirmed within {timeout:g}s")
         if req.error:
             raise Unavailable(req.error)
         return req.index
@@ -732,7 +743,7 @@ class RaftNode(SyncObj):
         with self._apply_waiters_lock:
             heapq.heappush(self._apply_waiters, (index, next(self._waiter_seq), event))
         self.wake()
-        return event.wait(timeout)
+        return event.wait(timeout) and self._SyncObj__raftLastApplied >= index
 
     def read_rounds(self) -> int:
         # A method, not a property: SyncObj.__init__ getattr()s every attribute.

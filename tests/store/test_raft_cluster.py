@@ -192,6 +192,37 @@ def test_a_leader_cut_off_reports_an_unknown_outcome(make_raft_cluster: MakeClus
     wait_for(lambda: not leader.is_leader(), 5, "the cut-off leader to step down")
 
 
+def test_close_ends_writes_and_reads_in_flight(make_raft_cluster: MakeCluster) -> None:
+    c = make_raft_cluster()
+    seed(c)
+    leader = c.leader()
+    for s in c.live():
+        if s is not leader:
+            c.stop(c.index(s))
+    errors: list[BaseException] = []
+
+    def attempt(fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=attempt, args=(lambda: leader.put(pod("stuck"), timeout=30),)),
+        threading.Thread(target=attempt, args=(lambda: leader.list("Pod", timeout=30),)),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    c.stop(c.index(leader))
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - started < 8
+    assert len(errors) == 2
+    assert {type(e) for e in errors} <= {Timeout, Unavailable}
+
+
 def test_snapshot_bounds_the_journal_and_a_lagging_replica_catches_up(
     make_raft_cluster: MakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
