@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,7 +231,7 @@ def main() -> int:
                 os.kill(hollow.pid, signal.SIGKILL)
                 hollow.wait()
         cluster.close()
-        cluster.remove_files()
+        shutil.rmtree(root, ignore_errors=True)
     r = results
     how = "gRPC to its own socket" if args.grpc else "in-process"
     print(f"| measure ({args.nodes} hollow nodes, 3 replicas, controllers {how}) | Corral "
