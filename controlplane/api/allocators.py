@@ -182,15 +182,18 @@ class Allocator:
                 alloc.requested[token] = "spec.podCIDR"
         else:
             taken = self._taken("Node", ("", node.metadata.name)) | (avoid or set())
-            cidr = self._pick_cidr(taken)
+            # After a collision, concurrent registrations would all race for the
+            # same next-lowest slice again: spread the retries instead.
+            cidr = self._pick_cidr(taken, spread=bool(avoid))
             spec.pod_cidr = cidr
             alloc.picked[indexes.pod_cidr_token(cidr)] = "spec.podCIDR"
         del spec.pod_cidrs[:]
         spec.pod_cidrs.append(spec.pod_cidr)
         return alloc
 
-    def _pick_cidr(self, taken: set[str]) -> str:
-        """The lowest free slice, so addresses read in registration order."""
+    def _pick_cidr(self, taken: set[str], spread: bool = False) -> str:
+        """The lowest free slice, so addresses read in registration order; with
+        `spread`, a random one of the lowest free slices."""
         s = self._settings
         held = []
         for token in taken:
@@ -199,9 +202,16 @@ class Allocator:
                     held.append(ipaddress.IPv4Network(token.removeprefix("podCIDR/")))
                 except ValueError:
                     continue
+        free: list[str] = []
         for net in s.cluster_cidr.subnets(new_prefix=s.node_cidr_prefix):
             if not any(net.overlaps(h) for h in held):
-                return str(net)
+                if not spread:
+                    return str(net)
+                free.append(str(net))
+                if len(free) >= 64:
+                    break
+        if free:
+            return self._rand.choice(free)
         raise FailedPrecondition(f"no free /{s.node_cidr_prefix} left in the cluster CIDR "
                                  f"{s.cluster_cidr} for a new node")
 

@@ -160,3 +160,25 @@ def test_collision_from_a_stale_view_is_re_picked(store: MemoryStore,
     second = b.create(service(name="second", type="NodePort"))
     assert second.spec.cluster_ip != first.spec.cluster_ip
     assert second.spec.ports[0].node_port != first.spec.ports[0].node_port
+
+
+class StaleNodeViewStore(MemoryStore):
+    """A replica whose view of Nodes is always empty: every pick it makes collides
+    with what the store holds, as when many nodes register at the same moment."""
+
+    def list(self, kind: str, namespace: str | None = None, *,
+             linearizable: bool = True) -> tuple[list, int]:  # type: ignore[type-arg]
+        records, rev = super().list(kind, namespace, linearizable=linearizable)
+        return ([] if kind == "Node" else records), rev
+
+
+def test_pod_cidr_retries_spread_instead_of_racing_for_the_next_lowest() -> None:
+    store = StaleNodeViewStore()
+    h = Handler(store)
+    try:
+        h.ensure_namespaces()
+        cidrs = {h.create(node(f"n{i}")).spec.pod_cidr for i in range(12)}
+        assert len(cidrs) == 12
+    finally:
+        h.close()
+        store.close()
