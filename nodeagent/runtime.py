@@ -145,6 +145,15 @@ class Runtime:
             self._ok()
             raise ContainerGone(f"podman {what}: {_explain(err)}") from None
         except podman.errors.APIError as err:
+            cause = err.__cause__
+            if isinstance(cause, OSError):
+                # podman-py wraps transport errors (refused, read timeout) in APIError:
+                # the service did not answer.
+                why = f"podman {what}: no answer from {self.socket_path}: {cause}"
+                self._failed(why)
+                if isinstance(cause, requests.Timeout):
+                    raise RuntimeTimeout(why) from None
+                raise RuntimeUnavailable(why) from None
             self._ok()
             raise RuntimeFailure(f"podman {what}: {_explain(err)}") from None
         except (requests.ConnectionError, podman.errors.PodmanError, OSError) as err:

@@ -84,7 +84,9 @@ def sockets(cluster: Cluster) -> list[str]:
 @pytest.fixture(scope="module")
 def host(cp: Cluster, image_store: Path, request: pytest.FixtureRequest) -> Iterator[AgentHost]:
     root = Path(tempfile.mkdtemp(prefix="e-ag-"))
-    h = AgentHost(root, sockets(cp), image_store)
+    # A test module may tune its agent: AGENT_CONFIG = {"podman": {...}, ...}.
+    h = AgentHost(root, sockets(cp), image_store,
+                  extra=getattr(request.module, "AGENT_CONFIG", None))
     try:
         yield h
     finally:

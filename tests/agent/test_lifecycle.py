@@ -7,6 +7,7 @@ control plane) of their own (module-scoped fixtures).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ from tests.agent import podutil as pu
 from tests.agent.agentfixture import AgentHost
 
 pytestmark = pytest.mark.integration
+
+# A Podman service silent for 8 s is killed and restarted by the agent's watchdog.
+AGENT_CONFIG = {"podman": {"restart_unhealthy_after": 8}}
 
 
 def hostpath(name: str, path: Path) -> core_pb2.Volume:
@@ -87,6 +91,7 @@ def test_agent_sigkill_and_restart_adopts_running_pods(host: AgentHost, ns: str)
     podman_before = {x["Id"]: x["StartedAt"] for x in json.loads(
         host.podman("ps", "--format", "json").stdout)}
 
+    cidr = c.get("Node", host.node_name).spec.pod_cidr
     host.kill()
     assert not host.running
     # Containers keep running without their agent.
@@ -95,6 +100,7 @@ def test_agent_sigkill_and_restart_adopts_running_pods(host: AgentHost, ns: str)
     host.wait_ready()
     time.sleep(6)  # more than a relist period of the new agent
 
+    assert c.get("Node", host.node_name).spec.pod_cidr == cidr  # same name, same CIDR
     after = c.get("Pod", "keep", ns)
     assert _ids(after) == _ids(before)
     assert after.status.pod_ip == before.status.pod_ip
@@ -133,39 +139,50 @@ def test_pod_deleted_while_agent_down_is_cleaned_up(host: AgentHost, ns: str) ->
     pu.wait_for("orphaned pod cleaned up", cleaned, timeout=30)
 
 
-def test_runtime_hang_sets_runtime_unhealthy(host: AgentHost, ns: str) -> None:
-    """SIGSTOP the agent's Podman service: calls time out, the node says so, then recovers."""
+def test_runtime_hang_sets_runtime_unhealthy_and_the_watchdog_restarts_it(
+        host: AgentHost, ns: str) -> None:
+    """SIGSTOP the agent's Podman service: calls time out, the node says so, the
+    watchdog kills and restarts the service, pods keep running and new ones start."""
     c = host.client
+    c.create(pu.pod("before", ns, host.node_name, pu.container("main", "sleep", "1000"),
+                    grace=0))
+    before = pu.wait_pod(c, ns, "before", pu.ready, "Ready")
     pid = int((host.state / "podman-service.pid").read_text().split()[0])
 
     def condition(ctype: str) -> str:
         node = c.get("Node", host.node_name)
         return next((x.status for x in node.status.conditions if x.type == ctype), "")
 
-    import os
     os.kill(pid, signal.SIGSTOP)
     try:
         pu.wait_for("RuntimeUnhealthy True",
-                    lambda: condition("RuntimeUnhealthy") == "True", timeout=40)
-        assert condition("Ready") == "False"
+                    lambda: condition("RuntimeUnhealthy") == "True", timeout=30)
         node = c.get("Node", host.node_name)
-        msg = next(x.message for x in node.status.conditions if x.type == "Ready")
-        assert "container runtime is down" in msg
+        ready = next(x for x in node.status.conditions if x.type == "Ready")
+        assert ready.status == "False" and "container runtime is down" in ready.message
         # The lease is still renewed: the agent itself is alive.
-        lease = c.get("Lease", host.node_name, "corral-system")
-        first = lease.spec.renew_time.ToNanoseconds()
+        first = c.get("Lease", host.node_name, "corral-system").spec.renew_time.ToNanoseconds()
         pu.wait_for("lease renewed during the hang", lambda: c.get(
             "Lease", host.node_name, "corral-system").spec.renew_time.ToNanoseconds() > first,
             timeout=10)
+        # No SIGCONT: the watchdog must replace the hung service by itself.
+        pu.wait_for("RuntimeUnhealthy False again",
+                    lambda: condition("RuntimeUnhealthy") == "False"
+                    and condition("Ready") == "True", timeout=60)
     finally:
         try:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
-            pass  # the watchdog restarted it
-    pu.wait_for("RuntimeUnhealthy False again",
-                lambda: condition("RuntimeUnhealthy") == "False" and condition("Ready") == "True",
-                timeout=60)
-    # Pods still work afterwards.
+            pass
+    new_pid = int((host.state / "podman-service.pid").read_text().split()[0])
+    assert new_pid != pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    # The pod kept running through the service's restart (same container).
+    time.sleep(2)
+    after = c.get("Pod", "before", ns)
+    assert pu.cstatus(after, "main").container_id == pu.cstatus(before, "main").container_id
+    assert pu.ready(after)
     c.create(pu.pod("after", ns, host.node_name, pu.container("main", "sleep", "1000"),
                     grace=0))
     pu.wait_pod(c, ns, "after", pu.ready, "Ready", timeout=40)

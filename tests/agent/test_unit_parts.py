@@ -440,3 +440,74 @@ def test_work_queue_handles_each_key_promptly_once_at_a_time() -> None:
         assert "late" not in seen
     finally:
         q.stop()
+
+
+# ---- the process: bad configuration ---------------------------------------------------------
+def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("node_ip: 10.0.0.5\nservers: [a:1]\npodman: {call_timeout: soon}\n")
+    proc = subprocess.run([sys.executable, "-m", "nodeagent.main", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "corral-agent: bad configuration: podman.call_timeout: must be a number of seconds, "
+        "got 'soon'"]
+    proc = subprocess.run([sys.executable, "-m", "nodeagent.main", "--config", str(cfg),
+                           "--agent-port", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "agent_port: must be between 1 and 65535" in proc.stderr
+
+
+# ---- runtime health -----------------------------------------------------------------------------
+def test_runtime_counts_silence_and_dropped_connections_as_unhealthy(tmp_path: Path) -> None:
+    """A Podman that accepts but never answers (hung), or drops every connection, must
+    not pass for an answering one (podman-py wraps transport errors in APIError)."""
+    import socket
+    import time
+
+    from nodeagent.runtime import Runtime, RuntimeTimeout, RuntimeUnavailable
+
+    hung = tmp_path / "hung.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(hung))
+    srv.listen(16)
+    r = Runtime(str(hung), call_timeout=0.5)
+    try:
+        assert r.ping(timeout=0.5) is False
+        with pytest.raises(RuntimeTimeout):
+            r.list_containers()
+        assert not r.health.healthy and r.health.consecutive_failures >= 2
+    finally:
+        r.close()
+        srv.close()
+
+    dropping = tmp_path / "drop.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(dropping))
+    srv.listen(16)
+    stop = threading.Event()
+
+    def drop() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                conn.close()
+            except OSError:
+                continue
+    t = threading.Thread(target=drop, daemon=True)
+    t.start()
+    r = Runtime(str(dropping), call_timeout=2.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(RuntimeUnavailable):
+            r.list_containers()
+        assert time.monotonic() - start < 2.0
+        assert not r.health.healthy
+    finally:
+        stop.set()
+        t.join(2)
+        r.close()
+        srv.close()
