@@ -1,10 +1,11 @@
 """The agent: wires the parts together and routes events to pod workers.
 
 Start order: Podman service (supervised) -> node registration (pod CIDR) ->
-bridge, forwarding, masquerade, IPAM -> PLEG -> informers (ConfigMaps, Secrets,
-PVCs first, so a worker finds what its pod references; then Nodes for routes;
-then this node's Pods) -> NodeAgent server -> lease and status loops -> garbage
-collection of anything labelled for a pod the store no longer has.
+bridge, forwarding, masquerade, IPAM -> PLEG -> informers (ConfigMaps and Secrets
+first, so a worker finds what its pod references; then Nodes for routes; then
+this node's Pods; claims are read fresh when a pod needs them) -> NodeAgent
+server -> lease and status loops -> garbage collection of anything labelled for
+a pod the store no longer has.
 
 Who wakes a pod worker: the Pod informer (spec, deletion), PLEG (a container of
 the pod changed, including from outside), the prober (a verdict flipped), and

@@ -220,7 +220,11 @@ class PodWorker:
     # ---- sync -------------------------------------------------------------------------------
     def _records(self) -> list[ContainerRecord]:
         recs = [r for r in self.d.snapshot_after(self._last_action) if r.pod_uid == self.uid]
-        return [self._exit_details(r) if r.exited else r for r in recs]
+        out = [self._exit_details(r) if r.exited else r for r in recs]
+        live = {r.id for r in recs}
+        for cid in [c for c in self._dead if c not in live]:
+            del self._dead[cid]  # removed containers: forget their details
+        return out
 
     def _exit_details(self, rec: ContainerRecord) -> ContainerRecord:
         """Podman's list gives whole seconds and no OOM flag: inspect each dead container
