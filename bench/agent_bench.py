@@ -266,6 +266,9 @@ def main() -> int:
             latencies.append(watch.seen[n] - t0)
         watch.close()
         delete_all(client, ns, names)
+        # Let the agent finish tearing those down before the burst competes with it.
+        pu.wait_for("sequential pods gone", lambda: not client.list("Pod", ns)[0], timeout=120)
+        time.sleep(3)
 
         # ---- Corral: a burst ----------------------------------------------------------------
         ns2 = "bench-burst"

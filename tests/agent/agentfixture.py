@@ -308,9 +308,19 @@ class AgentHost:
             self._client = None
         with contextlib.suppress(Exception):
             self.kill()
+        # The agent's Podman service may still finish calls (a stop with a long grace):
+        # it is ours (PID file), end it now so the cleanup below does not race it.
+        pid = self._service_pid()
+        if pid and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._wait_service_gone(5.0)
         if (self.state / "storage.conf").exists():
             with contextlib.suppress(Exception):
                 self.podman_local("rm", "-a", "-f", "-t", "0")
+        # Anything still running in this host's cgroup (conmon, container processes)
+        # is ours: end it by PID.
+        _kill_cgroup(self.cgroup_parent)
         for name in list(netns.listnetns()):
             if name.startswith(self.netns_prefix):
                 with contextlib.suppress(Exception):
@@ -365,6 +375,30 @@ def _unmount_under(root: Path) -> None:
                 points.append(point)
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def _cgroup_pids(parent: str) -> set[int]:
+    pids: set[int] = set()
+    for hierarchy in ("memory", "pids", "freezer"):
+        top = CGROUP_ROOT / hierarchy / parent.lstrip("/")
+        if not top.is_dir():
+            continue
+        for d, _, files in os.walk(top):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError), open(Path(d) / "cgroup.procs") as f:
+                    pids.update(int(x) for x in f.read().split())
+    return pids
+
+
+def _kill_cgroup(parent: str) -> None:
+    for _ in range(5):
+        pids = _cgroup_pids(parent)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
 
 
 def _remove_cgroups(parent: str) -> None:
