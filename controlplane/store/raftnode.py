@@ -91,6 +91,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, tcp_connection
 from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.monotonic import monotonic as sync_monotonic
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
@@ -712,7 +713,8 @@ class RaftNode(SyncObj):
                 # election after a short random delay instead of a full timeout. Early
                 # elections are always safe in Raft; the delay avoids split votes.
                 delay = random.uniform(0.05, 0.5) * self._tuning.election_timeout_min
-                soon = time.monotonic() + delay
+                # pysyncobj's deadlines are on CLOCK_MONOTONIC_RAW, not time.monotonic().
+                soon = sync_monotonic() + delay
                 if soon < self._SyncObj__raftElectionDeadline:
                     self._SyncObj__raftElectionDeadline = soon
 

@@ -145,6 +145,25 @@ def test_leader_change_keeps_every_acknowledged_write(make_raft_cluster: MakeClu
         assert set(acked) <= names
 
 
+def test_a_lost_leader_is_replaced_well_within_the_election_timeout_range(
+    make_raft_cluster: MakeCluster,
+) -> None:
+    """Followers stand for election soon after the leader's connection drops,
+    rather than waiting out a full election timeout (300-600 ms)."""
+    c = make_raft_cluster()
+    seed(c)
+    times = []
+    for _ in range(3):
+        old = c.index(c.leader())
+        started = time.monotonic()
+        c.stop(old)
+        c.leader(timeout=10)
+        times.append(time.monotonic() - started)
+        c.start(old)
+        c.wait_converged()
+    assert sorted(times)[1] < 1.0, times  # the median; generous for a loaded machine
+
+
 def test_request_id_dedup_across_a_leader_change(make_raft_cluster: MakeCluster) -> None:
     c = make_raft_cluster()
     seed(c)

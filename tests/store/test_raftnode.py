@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
+from pysyncobj.monotonic import monotonic as sync_monotonic
 from pysyncobj.node import TCPNode
 
 from controlplane.store.raftnode import RaftNode, RaftTuning
@@ -185,3 +186,16 @@ def test_wildcard_and_busy_addresses_are_refused(tmp_path: Path) -> None:
 def test_bad_tuning_names_the_field() -> None:
     with pytest.raises(Invalid, match=r"raft\.electionTimeoutMin"):
         RaftTuning(heartbeat=0.2, election_timeout_min=0.3).validate()
+
+
+def test_losing_the_leader_connection_brings_the_election_forward(
+    follower: tuple[RaftNode, TCPNode],
+) -> None:
+    node, leader = follower
+    node._peers_up.add(str(leader.id))
+    node._SyncObj__raftElectionDeadline = sync_monotonic() + 100  # far away
+    node._SyncObj__onNodeDisconnected(leader)
+    assert node._SyncObj__raftLeader is None  # new commands fail fast, not forwarded
+    left = node._SyncObj__raftElectionDeadline - sync_monotonic()
+    # 5-50% of the minimum election timeout, on pysyncobj's own clock.
+    assert 0 < left <= 0.5 * node._tuning.election_timeout_min + 0.01
