@@ -177,3 +177,26 @@ def test_kind_names_used_by_the_proxy_exist():
     for kind in ("Service", "Endpoints", "Pod"):
         assert kinds.resolve(kind).kind == kind
     assert port("x", 1).port == 1
+
+
+def test_cleanup_flag_removes_every_rule_of_ours(tmp_path):
+    from netproxy.proxier import Proxier
+    from netproxy.rules import NodeFacts
+    from netproxy.tracker import ChangeTracker
+
+    with Node() as node:
+        tracker = ChangeTracker()
+        tracker.service_updated(svc("web", "10.96.0.20"))
+        tracker.endpoints_updated(endpoints("web", ready=PODS))
+        ipt = Iptables(prefix=["ip", "netns", "exec", node.host])
+        Proxier(tracker, ipt, NodeFacts(cluster_cidr="10.244.0.0/16")).sync(full=True)
+        assert own(node)
+        cfg = tmp_path / "netproxy.yaml"
+        cfg.write_text(yaml.safe_dump({"node_ip": node.host_ip, "servers": ["127.0.0.1:1"]}))
+        proc = subprocess.run(["ip", "netns", "exec", node.host, str(SCRIPT), "--config",
+                               str(cfg), "--cleanup"], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "cleanup: removed" in proc.stderr
+        assert own(node) == {}
+        assert "corral" not in node.save().lower()
