@@ -1,7 +1,7 @@
 """RaftNode: pysyncobj 0.3.17 made durable, fast and safe for Corral.
 
-`RaftNode` subclasses pysyncobj's `SyncObj` and changes five things, each by
-overriding a method pysyncobj calls through its name-mangled attribute
+`RaftNode` subclasses pysyncobj's `SyncObj` and changes what follows, mostly
+by overriding methods pysyncobj calls through their name-mangled attributes
 (`self._SyncObj__x` resolves on the instance, so a subclass attribute of that
 name replaces it). The overrides depend on pysyncobj's private code, so the
 version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
@@ -38,33 +38,30 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
 4. Batching kept, latency removed. `appendEntriesUseBatch=True` (one message
    per tick carries every new entry) but entries go out as soon as a tick
    appended them, and again as soon as the commit index advances (so a
-   follower applies, answers its client, and serves a barrier read, without
-   waiting for the next heartbeat). A pipe wakes the tick thread when a
-   command is queued, since pysyncobj only creates its own pipe when
-   batching is off.
-5. One line per notable event: elected, lost leadership, peer unreachable /
-   reachable again, snapshot taken or installed.
-6. Cheaper frames: AES-GCM instead of Fernet (`AeadEncryptor`) and no zlib
-   for frames under 64 KiB (`FrameCodec`); together they took ~0.5 ms of CPU
-   off every write's path to commit.
-7. Fewer messages for writes sent to a follower: a follower forwards all the
-   commands queued in a tick in one message, and the leader answers all the
-   commands of a tick in one message per follower (pysyncobj: one message
-   each way per command).
-
-Snapshots (no fork: gRPC servers must not fork) replace pysyncobj's
-serializer methods: the state is captured on the tick thread (references to
-immutable objects, cheap), then encoded, written, fsynced and renamed by a
-background thread in frames (snapshotfile.py) so the tick thread keeps
-running; pysyncobj learns the outcome through `serializeChecker` and only then
-drops the journal entries the snapshot covers (the journal fsyncs the folder
-first). A snapshot received from the leader meanwhile wins: the background
-writer then discards its own.
+   follower applies, answers its client and serves reads without waiting for
+   the next heartbeat). A pipe wakes the tick thread when a command is
+   queued, since pysyncobj only creates its own pipe when batching is off.
+5. Fewer messages for writes sent to a follower: it forwards all the commands
+   queued in a tick in one message, and the leader answers all of a tick's
+   forwarded commands in one message per follower (pysyncobj: one message
+   each way per command). Cheaper frames (raftwire.py): AES-GCM instead of
+   Fernet, no zlib under 64 KiB; together ~0.5 ms of CPU off each write.
+6. A lost leader is noticed at once: when the connection to the leader drops,
+   the follower forgets it (new commands fail fast with MISSING_LEADER instead
+   of being forwarded into the void, and those waiting fail with
+   LEADER_CHANGED) and stands for election after 5-50 % of the minimum
+   election timeout, on pysyncobj's own clock (CLOCK_MONOTONIC_RAW).
+7. Linearizable reads by ReadIndex (readindex.py): append_entries carry a read
+   round, followers echo it, and `corral_read_index` messages let followers
+   ask the leader for an index.
+8. Snapshots off the tick thread (raftsnapshots.py), and one line per notable
+   event: elected, lost leadership, peer unreachable / reachable again,
+   snapshot taken, sent or installed.
 
 Threading: one tick thread (`start()`) runs every pysyncobj callback, every
-replicated command and every journal call; `wake()` may be called from any
-thread. `status` is an immutable snapshot refreshed by the tick thread each
-tick, safe to read anywhere.
+replicated command and every journal call; `wake()`, `read_index()` and
+`wait_applied()` may be called from any thread. `status` is an immutable
+snapshot refreshed by the tick thread each tick, safe to read anywhere.
 """
 
 from __future__ import annotations
@@ -74,29 +71,24 @@ import itertools
 import logging
 import os
 import random
-import socket
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
 
 import pysyncobj
 import pysyncobj.pickle as sync_pickle
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, tcp_connection
-from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer
 from pysyncobj.monotonic import monotonic as sync_monotonic
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from controlplane.store import snapshotfile
-from controlplane.store.journal import DurableJournal, fsync_dir
+from controlplane.store.journal import DurableJournal
+from controlplane.store.raftconfig import NodeStatus, RaftTuning, check_address, probe_bind
+from controlplane.store.raftsnapshots import SnapshotMixin
+from controlplane.store.raftwire import AeadEncryptor, FrameCodec, install_frame_codec
 from controlplane.store.readindex import ROUND, ReadIndex
 from corral.errors import Invalid, Timeout, Unavailable
 
@@ -117,169 +109,10 @@ FORWARD_BATCH = 1000
 STATE_NAMES = {_FOLLOWER: "follower", _CANDIDATE: "candidate", _LEADER: "leader"}
 _NO_OP = b"\x01"  # pysyncobj's _COMMAND_TYPE.NO_OP as its first log entry
 
-
-@dataclass(frozen=True)
-class RaftTuning:
-    """Timers and sizes. Defaults aim at <= 1 s failover on a LAN."""
-
-    heartbeat: float = 0.05  # appendEntriesPeriod
-    election_timeout_min: float = 0.3
-    election_timeout_max: float = 0.6
-    connection_timeout: float = 2.0  # no bytes for this long: connection dead
-    connection_retry: float = 0.5
-    leader_fallback: float = 1.0  # a leader without a majority answering steps down
-    tick_wait: float = 0.025  # longest the tick thread sleeps in poll()
-    snapshot_min_entries: int = 20_000
-    snapshot_min_seconds: float = 300.0
-    max_batch_bytes: int = 8 << 20
-    # Start an election soon after the leader's connection drops (a crash shows
-    # up as a reset connection long before the election timeout).
-    fast_failover: bool = True
-
-    def validate(self) -> None:
-        def need(ok: bool, fieldname: str, what: str) -> None:
-            if not ok:
-                raise Invalid(what, f"raft.{fieldname}")
-
-        need(self.heartbeat > 0, "heartbeat", "must be > 0")
-        need(self.election_timeout_min > 3 * self.heartbeat, "electionTimeoutMin",
-             f"must be more than 3 heartbeats ({3 * self.heartbeat:g}s)")
-        need(self.election_timeout_max > self.election_timeout_min, "electionTimeoutMax",
-             "must be more than electionTimeoutMin")
-        need(self.connection_timeout >= self.election_timeout_max, "connectionTimeout",
-             "must be at least electionTimeoutMax")
-        need(self.connection_retry > 0, "connectionRetry", "must be > 0")
-        need(self.leader_fallback > self.heartbeat, "leaderFallback",
-             "must be more than the heartbeat")
-        need(0 < self.tick_wait <= self.heartbeat, "tickWait", "must be in (0, heartbeat]")
-        need(self.snapshot_min_entries >= 2, "snapshotMinEntries", "must be at least 2")
-        need(self.snapshot_min_seconds > 0, "snapshotMinSeconds", "must be > 0")
-        need(self.max_batch_bytes >= 1 << 20, "maxBatchBytes", "must be at least 1 MiB")
-
-    @property
-    def max_command_bytes(self) -> int:
-        # Above the batch size pysyncobj splits one entry over several messages
-        # ("transmission"), whose end marker it computes from the wrong length.
-        return self.max_batch_bytes // 2
+__all__ = ["AeadEncryptor", "FrameCodec", "NodeStatus", "RaftNode", "RaftTuning"]
 
 
-class AeadEncryptor:
-    """Encrypts Raft frames with AES-256-GCM, in place of pysyncobj's Fernet.
-
-    pysyncobj's connections call `encrypt_at_time`, `extract_timestamp` and
-    `decrypt` on whatever `SyncObj.encryptor` returns. Fernet (AES-CBC, then
-    HMAC-SHA256, then base64) costs ~10x more per frame than one AES-GCM call,
-    and every write crosses four frames on its way to commit. Token:
-    version (1) | timestamp (8, authenticated as associated data) | nonce (12)
-    | ciphertext and tag. The key comes from the password by PBKDF2-SHA256
-    (200,000 rounds, a Corral-specific fixed salt, as pysyncobj derives its
-    own): every member must share the password, nothing else.
-    """
-
-    VERSION = b"\x01"
-    _SALT = b"corral-raft-aead-v1"
-
-    def __init__(self, password: str) -> None:
-        kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=self._SALT,
-                         iterations=200_000)
-        self._aead = AESGCM(kdf.derive(password.encode()))
-
-    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
-        header = self.VERSION + struct.pack(">Q", max(0, int(current_time)))
-        nonce = os.urandom(12)
-        return header + nonce + self._aead.encrypt(nonce, data, header)
-
-    def extract_timestamp(self, token: bytes) -> int:
-        if len(token) < 21 or token[:1] != self.VERSION:
-            raise ValueError("not a Corral Raft frame")
-        return int(struct.unpack_from(">Q", token, 1)[0])
-
-    def decrypt(self, token: bytes) -> bytes:
-        return self._aead.decrypt(token[9:21], token[21:], token[:9])
-
-
-class FrameCodec:
-    """Stands in for the `zlib` module inside pysyncobj.tcp_connection.
-
-    pysyncobj compresses every frame with `zlib.compress(data, 3)`; for the small
-    frames Raft mostly sends (a few hundred bytes) that costs ~50-100 µs, mostly
-    setting up deflate's state, and it is paid four times on every write's path
-    to commit. Frames under 64 KiB now go as they are (marker 0); larger ones
-    (batches for a lagging follower, snapshot chunks) are still compressed
-    (marker 1). The marker sits inside the encrypted payload. Every member must
-    run this codec (as they must share the frame encryption).
-    """
-
-    THRESHOLD = 64 * 1024
-
-    @staticmethod
-    def compress(data: bytes, level: int = 1) -> bytes:
-        if len(data) < FrameCodec.THRESHOLD:
-            return b"\x00" + data
-        return b"\x01" + zlib.compress(data, 1)
-
-    @staticmethod
-    def decompress(data: bytes) -> bytes:
-        if data[:1] == b"\x00":
-            return data[1:]
-        if data[:1] == b"\x01":
-            return zlib.decompress(data[1:])
-        raise ValueError("unknown Raft frame encoding")
-
-
-def install_frame_codec() -> None:
-    """Point pysyncobj's connections at FrameCodec (process-wide, idempotent)."""
-    tcp_connection.zlib = FrameCodec  # type: ignore[assignment]
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    state: str = "follower"
-    leader: str = ""
-    term: int = 0
-    commit_index: int = 0
-    applied_index: int = 0
-    log_entries: int = 0
-    first_index: int = 0
-    has_quorum: bool = False
-    connected: tuple[str, ...] = ()
-    match_index: tuple[tuple[str, int], ...] = ()
-    journal_syncs: int = 0
-    snapshot_index: int = 0
-    updated: float = field(default=0.0)
-
-
-def check_address(value: str, where: str) -> tuple[str, int]:
-    host, sep, port_s = value.rpartition(":")
-    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise Invalid(f"must be HOST:PORT with a port in 1-65535, got {value!r}", where)
-    if host in ("0.0.0.0", "::", "[::]", "*"):
-        raise Invalid(
-            f"must be the address the peers use to reach this member, not the wildcard {host}",
-            where,
-        )
-    return host, int(port_s)
-
-
-def probe_bind(address: str, where: str) -> None:
-    """Fail fast and clearly if the Raft address cannot be bound (pysyncobj would spin)."""
-    host, port = check_address(address, where)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as e:
-        raise Invalid(f"cannot resolve {host!r}: {e}", where) from e
-    family, _, _, _, sockaddr = infos[0]
-    s = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(sockaddr)
-    except OSError as e:
-        raise Unavailable(f"cannot bind the Raft address {address}: {e.strerror}") from e
-    finally:
-        s.close()
-
-
-class RaftNode(SyncObj):
+class RaftNode(SnapshotMixin, SyncObj):
     """A pysyncobj node with the changes listed in the module docstring."""
 
     def __init__(
@@ -765,120 +598,6 @@ class RaftNode(SyncObj):
         with self._apply_waiters_lock:
             while self._apply_waiters and self._apply_waiters[0][0] <= applied:
                 heapq.heappop(self._apply_waiters)[2].set()
-
-    # ---- snapshots -------------------------------------------------------------------
-    @staticmethod
-    def _never_called(path: str, data: Any) -> None:
-        raise AssertionError("RaftNode replaces Serializer.serialize")
-
-    def _start_snapshot(self, data: Any, serialize_id: int) -> None:
-        """Serializer.serialize, on the tick thread: capture, then write in the background."""
-        if self._snap_thread is not None and self._snap_thread.is_alive():
-            return
-        self._SyncObj__serializer._Serializer__currentID = serialize_id
-        raft_data = data[1:]  # (last applied entry, the one before, cluster nodes)
-        captured = self._capture_state()
-        with self._snap_lock:
-            generation = self._snap_generation
-        self._snap_result = None
-        self._snap_thread = threading.Thread(
-            target=self._write_snapshot, args=(captured, raft_data, generation),
-            name=f"snapshot-{self.address}", daemon=True,
-        )
-        self._snap_thread.start()
-
-    def _write_snapshot(self, captured: Any, raft_data: Any, generation: int) -> None:
-        started = time.monotonic()
-        tmp = self._snapshot_path + ".writing"
-        try:
-            size = snapshotfile.write(tmp, snapshotfile.encode(captured, raft_data))
-            with self._snap_lock:
-                if generation != self._snap_generation:
-                    os.unlink(tmp)  # a snapshot from the leader was installed meanwhile
-                    self._snap_result = SERIALIZER_STATE.FAILED
-                    return
-                os.rename(tmp, self._snapshot_path)
-                fsync_dir(os.path.dirname(self._snapshot_path))
-            self._snapshot_index = raft_data[0][1]
-            log.info(
-                "raft %s: snapshot taken at index %d (%d bytes, %.0f ms in the background); "
-                "the journal keeps the entries after it",
-                self.address, raft_data[0][1], size, (time.monotonic() - started) * 1000,
-            )
-            self._snap_result = SERIALIZER_STATE.SUCCESS
-        except Exception:
-            log.exception("raft %s: writing a snapshot failed", self.address)
-            self._snap_result = SERIALIZER_STATE.FAILED
-
-    def _snapshot_state(self) -> int:
-        """serializeChecker, on the tick thread."""
-        if self._snap_thread is not None and self._snap_thread.is_alive():
-            return SERIALIZER_STATE.SERIALIZING
-        result = self._snap_result
-        if result is None:
-            return SERIALIZER_STATE.NOT_SERIALIZING
-        self._snap_result = None
-        if result == SERIALIZER_STATE.SUCCESS:
-            # Followers being sent the previous snapshot start over with this one.
-            self._close_snapshot_sends()
-        return result
-
-    def _snapshot_chunk(self, transmission_id: Any) -> Any:
-        """The next chunk of the snapshot for one follower: (data, is_first, is_last),
-        None when there is nothing to send now, False on a read error."""
-        sending = self._sending.get(transmission_id)
-        if sending is None:
-            try:
-                # Closed by _cancel_snapshot_send: it outlives this call.
-                f = open(self._snapshot_path, "rb")  # noqa: SIM115
-                sending = self._sending[transmission_id] = [f, 0]
-            except OSError as e:
-                log.error("raft %s: cannot open the snapshot to send it: %s", self.address, e)
-                return None
-        f, sent = sending
-        try:
-            data = f.read(self.conf.logCompactionBatchSize)
-        except OSError as e:
-            log.error("raft %s: reading the snapshot to send failed: %s", self.address, e)
-            self._cancel_snapshot_send(transmission_id)
-            return False
-        sending[1] += len(data)
-        if not data:
-            self._cancel_snapshot_send(transmission_id)
-            log.info("raft %s: sent a snapshot of %d bytes to %s", self.address, sent,
-                     transmission_id)
-        return data, sent == 0, not data
-
-    def _cancel_snapshot_send(self, transmission_id: Any) -> None:
-        sending = self._sending.pop(transmission_id, None)
-        if sending is not None:
-            sending[0].close()
-
-    def _close_snapshot_sends(self) -> None:
-        for key in list(self._sending):
-            self._cancel_snapshot_send(key)
-
-    def _read_snapshot(self, path: str) -> Any:
-        """pysyncobj's deserializer: at the first tick (the snapshot preloaded in
-        __init__) and when a snapshot from the leader has been received."""
-        if self._preloaded is not None:
-            key, raft_data = self._preloaded
-            self._preloaded = None
-            st = os.stat(path)
-            if key == (st.st_ino, st.st_size, st.st_mtime_ns):
-                self._snapshot_index = raft_data[0][1]
-                return raft_data
-        with self._snap_lock:
-            self._snap_generation += 1  # a background write in flight must not win
-        # pysyncobj wrote the received snapshot without fsync: make it durable
-        # before the journal it replaces is cleared.
-        snapshotfile.make_durable(path)
-        raft_data, state = snapshotfile.decode(snapshotfile.read(path))
-        self._restore_state(state)
-        self._snapshot_index = raft_data[0][1]
-        log.info("raft %s: state loaded from the snapshot at index %d",
-                 self.address, self._snapshot_index)
-        return raft_data
 
     # ---- status ----------------------------------------------------------------------
     def _refresh_status(self) -> None:
