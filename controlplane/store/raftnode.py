@@ -115,6 +115,11 @@ __all__ = ["AeadEncryptor", "FrameCodec", "NodeStatus", "RaftNode", "RaftTuning"
 class RaftNode(SnapshotMixin, SyncObj):
     """A pysyncobj node with the changes listed in the module docstring."""
 
+    # pysyncobj's private attributes this class reads or sets (untyped there).
+    _SyncObj__raftLeader: Any
+    _SyncObj__recvTransmission: Any
+    _SyncObj__raftElectionDeadline: float
+
     def __init__(
         self,
         self_address: str,

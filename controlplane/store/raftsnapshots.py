@@ -51,6 +51,8 @@ class SnapshotMixin:
     _preloaded: tuple[tuple[int, int, int], Any] | None
     _capture_state: Any
     _restore_state: Any
+    _SyncObj__serializer: Any  # pysyncobj's, set by SyncObj.__init__
+    conf: Any
 
     @staticmethod
     def _never_called(path: str, data: Any) -> None:
