@@ -27,6 +27,7 @@ for unit tests of the API layer). Both are thread-safe.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -203,7 +204,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def delete_namespace(
         self, name: str, *, expect: int | None = ANY, request_id: str = "", timeout: float = 10.0
-    ) -> list[Record]:
+    ) -> builtins.list[Record]:
         """Remove the Namespace `name` and every object in it, as one revision."""
 
     # ---- change feed ----------------------------------------------------------
@@ -226,7 +227,7 @@ class Store(abc.ABC):
     def local_status(self) -> LocalStatus: ...
 
     @abc.abstractmethod
-    def members(self) -> list[MemberInfo]:
+    def members(self) -> builtins.list[MemberInfo]:
         """The registered members (each replica registers itself when it starts)."""
 
     @abc.abstractmethod
