@@ -208,7 +208,7 @@ def test_replicas_converge_after_writers_and_leader_kills(cluster: Cluster) -> N
 
 # ---- strace: the sync sits between the append and the reply ------------------------
 _LINE = re.compile(r"^(?P<pid>\d+)\s+(?P<rest>.*)$")
-_CALL = re.compile(r"^(?P<name>\w+)\((?P<fd>\d+)<(?P<what>.*?)>[,)]")
+_CALL = re.compile(r"^(?P<name>\w+)\((?P<fd>\d+)<(?P<what>.*?)>(?:[,)]| <unfinished)")
 _RESUMED = re.compile(r"^<\.\.\. (?P<name>\w+) resumed>")
 _DATA = re.compile(r'"((?:\\x[0-9a-f]{2})*)"')
 _RECORD = struct.Struct("<IIQQ")  # the journal's record header: length, crc, index, term
@@ -378,6 +378,15 @@ def test_strace_checks_fail_on_the_wrong_order() -> None:
     )
     assert check_leader(strace_events(good_leader), "7000") == 1
     bad_leader = good_leader + f'2 sendmsg({api}, "{_hex(b"traced-2")}", 0) = 8\n'
+    interleaved = (  # strace splits calls that overlap with another thread's
+        f'1 pwrite64({j}, "{_hex(b"traced-3")}", 8, 0) = 8\n'
+        f'2 sendmsg({api}, "{_hex(b"ping")}", 0 <unfinished ...>\n'
+        f"1 fdatasync({j} <unfinished ...>\n"
+        "2 <... sendmsg resumed>) = 4\n"
+        "1 <... fdatasync resumed>) = 0\n"
+        f'3 sendmsg({api}, "{_hex(b"traced-3")}", 0) = 8\n'
+    )
+    assert check_leader(strace_events(interleaved), "7000") == 1
     with pytest.raises(AssertionError, match="before its journal sync"):
         check_leader(strace_events(bad_leader), "7000")
     crypt = AeadEncryptor("pw")
