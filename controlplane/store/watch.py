@@ -50,11 +50,6 @@ class WatchHub:
     def closed(self) -> bool:
         return self._closed
 
-    def set_state(self, state: StoreState) -> None:
-        """Point the hub at a replaced state (snapshot restore); call with the lock held."""
-        self._state = state
-        self.notify_all()
-
     def watch(self, from_revision: int, kind: str | None = None) -> HubWatch:
         """A watch of events after `from_revision`. Raises Expired when that is
         older than the history kept, Unavailable once closed."""
