@@ -17,16 +17,23 @@ GetNewerThan). Relists coalesce: many requests during one relist cost one more.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
-from nodeagent.records import ContainerRecord
+from nodeagent.records import EXITED, ContainerRecord
 from nodeagent.runtime import Runtime, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
 RELIST_ON = {"died", "start", "remove", "oom", "restart", "pause", "unpause", "create"}
+
+
+def pid_alive(pid: int) -> bool:
+    """Is the process there (the agent sees the host's PIDs, as Podman reports them)?"""
+    return os.path.exists(f"/proc/{pid}")
 
 
 def generate_events(old: Mapping[str, ContainerRecord], new: Mapping[str, ContainerRecord]
@@ -53,6 +60,8 @@ class Pleg:
         self._clock = clock
         self._cond = threading.Condition()
         self._records: dict[str, ContainerRecord] = {}
+        # container id -> when we found it dead behind Podman's back
+        self._dead: dict[str, float] = {}
         self._snapshot_at = 0.0  # start time of the relist that made _records
         self._relisting = False
         self._requested = False
@@ -118,6 +127,31 @@ class Pleg:
             self._cond.notify_all()
 
     # ---- relist -------------------------------------------------------------------------
+    def _confirm(self, rec: ContainerRecord) -> ContainerRecord:
+        """A container Podman calls running whose process and conmon are both gone died
+        with its conmon (a power loss, a kill of every process of the host): nobody
+        will ever report its exit, and Podman 4.3 keeps it "running" even with
+        `ps --sync`. Report it exited (137, as SIGKILL) from the moment we noticed."""
+        if not (rec.running and rec.pid):
+            return rec
+        dead_at = self._dead.get(rec.id)
+        if dead_at is None:
+            if pid_alive(rec.pid):
+                return rec
+            try:
+                state = self._runtime.inspect(rec.id).get("State", {})
+            except RuntimeFailure:
+                return rec
+            conmon = int(state.get("ConmonPid") or 0)
+            if str(state.get("Status", "")).lower() != "running" or \
+                    (conmon and pid_alive(conmon)):
+                return rec  # conmon is alive and will report the exit itself
+            dead_at = self._clock()
+            self._dead[rec.id] = dead_at
+            log.warning("container %s of pod %s/%s died with its conmon; reporting it exited",
+                        rec.podman_name, rec.pod_namespace, rec.pod_name)
+        return replace(rec, state=EXITED, exit_code=137, finished_at=dead_at, pid=0)
+
     def relist(self) -> None:
         with self._cond:
             while self._relisting:
@@ -127,7 +161,7 @@ class Pleg:
         started = self._clock()
         changed: set[str] = set()
         try:
-            fresh = {r.id: r for r in self._runtime.list_containers()}
+            fresh = {r.id: self._confirm(r) for r in self._runtime.list_containers()}
         except RuntimeFailure as err:
             log.warning("relist failed: %s", err)
             with self._cond:
@@ -137,6 +171,7 @@ class Pleg:
         with self._cond:
             changed = generate_events(self._records, fresh)
             self._records = fresh
+            self._dead = {cid: t for cid, t in self._dead.items() if cid in fresh}
             self._snapshot_at = started
             self._relisting = False
             self.last_success = self._clock()

@@ -132,7 +132,16 @@ def from_podman(attrs: Mapping[str, Any]) -> ContainerRecord | None:
     state = _PODMAN_STATES.get(str(attrs.get("State", "")).lower(), UNKNOWN)
     started = _epoch(attrs.get("StartedAt"))
     finished = _epoch(attrs.get("ExitedAt"))
-    if state == CREATED:
+    exit_code = int(attrs.get("ExitCode") or 0)
+    if state == CREATED and started > 0:
+        # It ran before and is "created" again: Podman reset it after a reboot (its
+        # tmp dir was gone). It died with the machine: report it exited, killed, so
+        # it is restarted as a new attempt (as kubelet does after a reboot).
+        state = EXITED
+        if finished <= started:
+            finished = started
+            exit_code = 137 if exit_code == 0 else exit_code
+    elif state == CREATED:
         finished = 0.0
     return ContainerRecord(
         id=str(attrs.get("Id", "")),
@@ -145,7 +154,7 @@ def from_podman(attrs: Mapping[str, Any]) -> ContainerRecord | None:
         attempt=attempt,
         spec_hash=labels.get(SPEC_HASH, ""),
         state=state,
-        exit_code=int(attrs.get("ExitCode") or 0),
+        exit_code=exit_code,
         started_at=started,
         finished_at=finished if state == EXITED else 0.0,
         image=str(attrs.get("Image", "")),

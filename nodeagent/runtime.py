@@ -187,11 +187,11 @@ class Runtime:
 
     # ---- containers -----------------------------------------------------------------
     def list_containers(self) -> list[ContainerRecord]:
-        """Every container of this agent (by the pod uid label), any state."""
+        """Every container of this agent (by the pod uid label), any state, as
+        Podman's database says (see pleg.py for containers that died with conmon)."""
         def do() -> list[ContainerRecord]:
-            resp = self._client.api.get(
-                "/containers/json",
-                params={"all": True, "filters": json.dumps({"label": [records.POD_UID]})})
+            params = {"all": True, "filters": json.dumps({"label": [records.POD_UID]})}
+            resp = self._client.api.get("/containers/json", params=params)
             resp.raise_for_status()
             out = []
             for attrs in resp.json() or []:

@@ -28,7 +28,7 @@ ECHO_IP = ("mkdir -p /www/cgi-bin; "
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with running_lab(hosts=3, control_plane=3, components=("controlplane", "agent"),
-                     timeout=120) as lab:
+                     timeout=120, show_logs=True) as lab:
         yield lab
 
 
@@ -65,3 +65,28 @@ def test_pod_to_pod_across_hosts_without_nat(lab: Lab) -> None:
         assert peer == client.status.pod_ip  # no NAT between pods
         logs = b"".join(c.logs("server", "multi"))
         assert isinstance(logs, bytes)
+
+
+def test_power_loss_of_a_host_and_back(lab: Lab) -> None:
+    """`corral lab kill` SIGKILLs every process of the host (agent, its Podman,
+    conmon, the containers). Started again, the agent finds its Node, its pod CIDR
+    and its pods' IPs, and brings the pod back (a restart, as after a reboot)."""
+    with _client(lab) as c:
+        nodes = sorted(n.metadata.name for n in c.list("Node")[0])
+        victim = nodes[1]
+        ns = kinds.by_kind("Namespace").new()
+        ns.metadata.name = "power"
+        c.create(ns)
+        c.create(pu.pod("survivor", "power", victim, pu.container("main", "sleep", "100000"),
+                        grace=0))
+        before = pu.wait_pod(c, "power", "survivor", pu.ready, "Ready", timeout=90)
+        cidr = c.get("Node", victim).spec.pod_cidr
+        lab.kill(victim)
+        lab.start(victim, wait=True)
+        after = pu.wait_pod(c, "power", "survivor",
+                            lambda p: pu.ready(p) and pu.cstatus(p, "main").container_id
+                            != pu.cstatus(before, "main").container_id,
+                            "running again after the power loss", timeout=120)
+        assert c.get("Node", victim).spec.pod_cidr == cidr
+        assert after.status.pod_ip == before.status.pod_ip
+        assert pu.cstatus(after, "main").restart_count >= 1

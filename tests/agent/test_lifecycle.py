@@ -186,3 +186,43 @@ def test_runtime_hang_sets_runtime_unhealthy_and_the_watchdog_restarts_it(
     c.create(pu.pod("after", ns, host.node_name, pu.container("main", "sleep", "1000"),
                     grace=0))
     pu.wait_pod(c, ns, "after", pu.ready, "Ready", timeout=40)
+
+
+@pytest.mark.parametrize("reboot", [False, True], ids=["processes-killed", "rebooted"])
+def test_all_processes_of_the_node_killed_then_agent_restarted(host: AgentHost, ns: str,
+                                                               reboot: bool) -> None:
+    """Power loss of the node's processes: agent, its Podman service, conmon and the
+    containers all SIGKILLed (and, for a reboot, the volatile state gone as the lab
+    does it: Podman's run root and tmp dir, runc's state). The new agent restarts the
+    pod in a new container, counted as a restart, with the same IP."""
+    from tests.agent.agentfixture import _kill_cgroup
+
+    c = host.client
+    name = f"phoenix-{int(reboot)}"
+    c.create(pu.pod(name, ns, host.node_name, pu.container("main", "sleep", "100000"),
+                    grace=0))
+    before = pu.wait_pod(c, ns, name, pu.ready, "Ready")
+    old_id = pu.cstatus(before, "main").container_id
+    service = int((host.state / "podman-service.pid").read_text().split()[0])
+    host.kill()
+    try:
+        os.kill(service, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _kill_cgroup(host.cgroup_parent)
+    if reboot:
+        import shutil
+        ids = [x["Id"] for x in json.loads(host.podman_local(
+            "ps", "-a", "--format", "json").stdout or "[]")]
+        shutil.rmtree(host.state / "run", ignore_errors=True)
+        for cid in ids:
+            shutil.rmtree(Path("/run/runc") / cid, ignore_errors=True)
+    host.start()
+    host.wait_ready()
+    after = pu.wait_pod(c, ns, name,
+                        lambda p: pu.ready(p) and pu.cstatus(p, "main").container_id != old_id,
+                        "running again in a new container", timeout=60)
+    assert after.status.pod_ip == before.status.pod_ip
+    st = pu.cstatus(after, "main")
+    assert st.restart_count == 1
+    assert st.last_state.terminated.exit_code == 137

@@ -350,6 +350,11 @@ def test_records_from_podman_list() -> None:
     assert r is not None and (r.pod_uid, r.name, r.attempt, r.state, r.pid) == (
         "u1", "c", 2, RUNNING, 42)
     assert from_podman({"Id": "x", "Labels": {}}) is None
+    # Reset by Podman after a reboot ("created" again, but it ran): it died, killed.
+    reset = from_podman(_attrs("u1", "r", "configured"))
+    assert reset is not None and (reset.state, reset.exit_code) == ("exited", 137)
+    never = from_podman(dict(_attrs("u1", "n", "created"), StartedAt=0))
+    assert never is not None and never.state == "created"
 
 
 def test_generate_events_names_changed_pods() -> None:
