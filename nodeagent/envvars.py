@@ -124,35 +124,35 @@ def resolve(pod: core_pb2.Pod, container: core_pb2.Container, *, pod_ip: str, ho
             continue
         source = var.value_from
         if source.HasField("config_map_key_ref"):
-            ref = source.config_map_key_ref
-            cm = get_configmap(ns, ref.name)
+            cm_key = source.config_map_key_ref
+            cm = get_configmap(ns, cm_key.name)
             if cm is None:
-                if ref.optional:
+                if cm_key.optional:
                     continue
-                raise ContainerConfigError(f'configmap "{ref.name}" not found')
-            if ref.key in cm.data:
-                env[var.name] = cm.data[ref.key]
-            elif ref.key in cm.binary_data:
-                env[var.name] = cm.binary_data[ref.key].decode("utf-8", errors="replace")
-            elif ref.optional:
+                raise ContainerConfigError(f'configmap "{cm_key.name}" not found')
+            if cm_key.key in cm.data:
+                env[var.name] = cm.data[cm_key.key]
+            elif cm_key.key in cm.binary_data:
+                env[var.name] = cm.binary_data[cm_key.key].decode("utf-8", errors="replace")
+            elif cm_key.optional:
                 continue
             else:
                 raise ContainerConfigError(
-                    f"couldn't find key {ref.key} in ConfigMap {ns}/{ref.name}")
+                    f"couldn't find key {cm_key.key} in ConfigMap {ns}/{cm_key.name}")
         elif source.HasField("secret_key_ref"):
-            ref = source.secret_key_ref
-            secret = get_secret(ns, ref.name)
+            sec_key = source.secret_key_ref
+            secret = get_secret(ns, sec_key.name)
             if secret is None:
-                if ref.optional:
+                if sec_key.optional:
                     continue
-                raise ContainerConfigError(f'secret "{ref.name}" not found')
-            if ref.key in secret.data:
-                env[var.name] = _secret_value(secret.data[ref.key])
-            elif ref.optional:
+                raise ContainerConfigError(f'secret "{sec_key.name}" not found')
+            if sec_key.key in secret.data:
+                env[var.name] = _secret_value(secret.data[sec_key.key])
+            elif sec_key.optional:
                 continue
             else:
                 raise ContainerConfigError(
-                    f"couldn't find key {ref.key} in Secret {ns}/{ref.name}")
+                    f"couldn't find key {sec_key.key} in Secret {ns}/{sec_key.name}")
         elif source.HasField("field_ref"):
             env[var.name] = field_value(pod, source.field_ref.field_path, pod_ip=pod_ip,
                                         host_ip=host_ip)
