@@ -91,10 +91,10 @@ def host(cp: Cluster, image_store: Path, request: pytest.FixtureRequest) -> Iter
         yield h
     finally:
         if getattr(request.session, "testsfailed", 0):
-            print(h.log_tail(150), file=sys.stderr)
-        # The whole log outlives the run (overwritten by the next run of the module).
-        kept = Path(tempfile.gettempdir()) / f"corral-agent-{request.module.__name__}.log"
-        shutil.copy(h.log_path, kept)
+            # A failure so far: keep the whole agent log (the next run overwrites it).
+            kept = Path(tempfile.gettempdir()) / f"corral-agent-{request.module.__name__}.log"
+            shutil.copy(h.log_path, kept)
+            print(f"agent log kept in {kept}\n{h.log_tail(150)}", file=sys.stderr)
         h.close()
         shutil.rmtree(root, ignore_errors=True)
 
