@@ -29,6 +29,9 @@ class RaftTuning:
     # Start an election soon after the leader's connection drops (a crash shows
     # up as a reset connection long before the election timeout).
     fast_failover: bool = True
+    # Ask the peers before standing for election (prevote.py). Off only to show,
+    # in tests, what it prevents.
+    pre_vote: bool = True
 
     def validate(self) -> None:
         def need(ok: bool, fieldname: str, what: str) -> None:

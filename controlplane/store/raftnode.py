@@ -51,10 +51,17 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
    of being forwarded into the void, and those waiting fail with
    LEADER_CHANGED) and stands for election after 5-50 % of the minimum
    election timeout, on pysyncobj's own clock (CLOCK_MONOTONIC_RAW).
-7. Linearizable reads by ReadIndex (readindex.py): append_entries carry a read
+7. PreVote (prevote.py, Raft thesis §9.6): when its election timer runs out a
+   follower first asks its peers whether they would vote for it, changing no
+   term; pysyncobj's election runs only after a majority said yes. A member
+   cut off by a silent partition keeps its term and, on heal, does not depose
+   the leader. A follower that heard from a live leader within the minimum
+   election timeout says no; one whose leader connection dropped says yes, so
+   fast failover (point 6) stays fast.
+8. Linearizable reads by ReadIndex (readindex.py): append_entries carry a read
    round, followers echo it, and `corral_read_index` messages let followers
    ask the leader for an index.
-8. Snapshots off the tick thread (raftsnapshots.py), and one line per notable
+9. Snapshots off the tick thread (raftsnapshots.py), and one line per notable
    event: elected, lost leadership, peer unreachable / reachable again,
    snapshot taken, sent or installed.
 
@@ -84,7 +91,7 @@ from pysyncobj.monotonic import monotonic as sync_monotonic
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
-from controlplane.store import snapshotfile
+from controlplane.store import prevote, snapshotfile
 from controlplane.store.journal import DurableJournal
 from controlplane.store.raftconfig import NodeStatus, RaftTuning, check_address, probe_bind
 from controlplane.store.raftsnapshots import SnapshotMixin
@@ -170,6 +177,8 @@ class RaftNode(SnapshotMixin, SyncObj):
         self._peers_up: set[str] = set()
         self._peers_seen: set[str] = set()
         self._snapshot_index = 0
+        self._prevote = prevote.PreVoteRounds(len(peers) + 1)
+        self._leader_contact = 0.0  # when an append_entries of a current leader last came
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.status = NodeStatus()
@@ -311,6 +320,7 @@ class RaftNode(SnapshotMixin, SyncObj):
     def _onTick(self, timeToWait: float = 0.0) -> None:
         self._durable_point()
         self._reads.start()
+        self._pre_vote_gate()
         SyncObj._onTick(self, timeToWait)
         self._durable_point()
         self._release_apply_waiters()
@@ -415,6 +425,14 @@ class RaftNode(SnapshotMixin, SyncObj):
         mtype = message.get("type") if isinstance(message, dict) else None
         if mtype is not None and self._reads.on_message(node, message):
             return
+        if mtype == prevote.PRE_VOTE:
+            self._on_pre_vote(node, message)
+            return
+        if mtype == prevote.PRE_VOTE_REPLY:
+            self._on_pre_vote_reply(node, message)
+            return
+        if mtype == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
+            self._leader_contact = sync_monotonic()
         if mtype == FORWARD:
             for entry in message["commands"]:
                 self._applyCommand(entry[0], (node, entry[1]) if len(entry) > 1 else None)
@@ -504,6 +522,69 @@ class RaftNode(SnapshotMixin, SyncObj):
                 self.address, idx, term, applied,
             )
         self._SyncObj__deleteEntriesFrom(idx)
+
+    # ---- PreVote (prevote.py) ----------------------------------------------------------
+    def _pre_vote_gate(self) -> None:
+        """Before pysyncobj's tick: when its election timer has run out, ask the peers
+        first (a pre-vote round) and push pysyncobj's election back by one timeout;
+        let the election run only in the tick right after a round reached a majority."""
+        approved = self._prevote.take_approval()
+        if not self._tuning.pre_vote or self._SyncObj__raftState == _LEADER:
+            return
+        now = sync_monotonic()
+        if self._SyncObj__raftElectionDeadline >= now or approved:
+            return
+        if (
+            self._SyncObj__transferInProgress  # the leader itself asked us to take over
+            or not self._SyncObj__connectedToAnyone()  # pysyncobj will not elect anyway
+            or self._prevote.alone_wins()
+        ):
+            return
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        if self._SyncObj__raftLeader is not None:
+            # Silent for a whole election timeout: forget it, as pysyncobj does when it
+            # stands for election (waiting writes fail over, new ones fail fast).
+            self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()
+        next_term = self._SyncObj__raftCurrentTerm + 1
+        round_id = self._prevote.start(next_term)
+        last = self._journal[-1]
+        message = prevote.request(round_id, next_term, prevote.LogPosition(last[2], last[1]))
+        log.debug("raft %s: pre-vote round %d for term %d", self.address, round_id, next_term)
+        for node in self._SyncObj__otherNodes:
+            self._raw_send(node, message)
+
+    def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        term, their_log = prevote.asked(message)
+        leader_alive = self._SyncObj__raftState == _LEADER or (
+            self._SyncObj__raftLeader is not None
+            and sync_monotonic() - self._leader_contact < self._tuning.election_timeout_min
+        )
+        last = self._journal[-1]
+        current = self._SyncObj__raftCurrentTerm
+        granted = prevote.grants(asked_term=term, asker_log=their_log, my_term=current,
+                                 my_log=prevote.LogPosition(last[2], last[1]),
+                                 leader_alive=leader_alive)
+        self._raw_send(node, prevote.reply(message, current, granted))
+
+    def _on_pre_vote_reply(self, node: Any, message: dict[str, Any]) -> None:
+        state = self._SyncObj__raftState
+        if state == _LEADER:
+            return
+        if int(message["term"]) > self._SyncObj__raftCurrentTerm:
+            # Any higher term is adopted (Raft): the next round asks above it.
+            self._SyncObj__setCurrentTerm(int(message["term"]), None)
+            self._SyncObj__setState(_FOLLOWER)
+            return
+        if self._prevote.on_reply(str(node.id), message):
+            log.info("raft %s: pre-vote won, standing for election in term %d",
+                     self.address, self._SyncObj__raftCurrentTerm + 1)
+            self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj elects at the next tick
+
+    def pre_vote_rounds(self) -> tuple[int, int]:
+        """(rounds started, rounds that reached a majority). A method, not a property:
+        SyncObj.__init__ getattr()s every attribute."""
+        return self._prevote.rounds, self._prevote.elections
 
     # ---- events (overrides and callbacks) ----------------------------------------------
     def _on_state_changed(self, old: int, new: int) -> None:
