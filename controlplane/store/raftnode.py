@@ -168,6 +168,7 @@ class RaftNode(SnapshotMixin, SyncObj):
             raft_data, state = snapshotfile.decode(snapshotfile.read(self._snapshot_path))
             restore_state(state)
             self._preloaded = ((st.st_ino, st.st_size, st.st_mtime_ns), raft_data)
+            self._trim_journal_to(raft_data, self_address)
         self._snap_lock = threading.Lock()
         self._snap_generation = 0
         self._snap_thread: threading.Thread | None = None
@@ -260,6 +261,34 @@ class RaftNode(SnapshotMixin, SyncObj):
         serializer.cancelTransmisstion = self._cancel_snapshot_send
         self.address = self_address
         self.peers = tuple(peers)
+
+    def _trim_journal_to(self, raft_data: Any, who: str) -> None:
+        """Drop the journal entries a snapshot found at start already covers, when a
+        stop came between the snapshot's rename and the compaction that follows it.
+
+        pysyncobj keeps the journal at start only if it begins with the snapshot's
+        last two entries, and otherwise clears it, entries after the snapshot
+        included: acknowledged entries would be lost on this replica. Here, if the
+        journal holds those two entries, everything before them goes (as the
+        compaction would have done) and everything after them stays. A journal
+        without them (it ends before the snapshot, or disagrees with it: a snapshot
+        received from the leader) is left to pysyncobj to clear."""
+        last, before = tuple(raft_data[0]), tuple(raft_data[1])
+        journal = self._journal
+        if len(journal) < 2:
+            return
+        pos = before[1] - journal[0][1]
+        if pos <= 0 or pos + 1 >= len(journal):
+            return
+        if tuple(journal[pos]) != before or tuple(journal[pos + 1]) != last:
+            return
+        kept = journal.last_index - before[1] + 1
+        journal.deleteEntriesTo(pos)
+        log.warning(
+            "raft %s: the journal still held %d entries the snapshot at index %d covers "
+            "(stopped before compacting); dropped them, kept the %d entries from index %d",
+            who, pos, last[1], kept, before[1],
+        )
 
     @property
     def encryptor(self) -> AeadEncryptor:  # pysyncobj's transport reads this
