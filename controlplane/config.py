@@ -17,6 +17,8 @@ Keys (flags in brackets; flags override the file):
     api_workers          [--api-workers]         gRPC worker threads = concurrent calls
                                                  and watch streams (1024)
     controllers          (mapping)               settings of the leader's controllers
+    raft                 (mapping)               Raft timers and snapshot thresholds
+                                                 (controlplane.store.raftconfig.RaftTuning)
 
 A bad configuration raises `ConfigError` whose message is one line naming the
 key (`raft_address: must be HOST:PORT, got 'x'`); main prints it and exits 2.
@@ -39,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from controlplane.store.raftconfig import RaftTuning
 from corral.errors import Invalid
 from corral.names import check_dns1123_label
 
@@ -75,6 +78,7 @@ class Config:
     log_level: str = "info"
     api_workers: int = DEFAULT_API_WORKERS
     controllers: dict[str, Any] = field(default_factory=dict)
+    raft: RaftTuning = field(default_factory=RaftTuning)
 
     @property
     def api_address(self) -> str:
@@ -90,7 +94,7 @@ class Config:
 
 KEYS = ("name", "raft_address", "peers", "listen", "socket", "data_dir", "raft_password_file",
         "cluster_cidr", "service_cidr", "node_port_range", "watch_history", "log_level",
-        "api_workers", "controllers")
+        "api_workers", "controllers", "raft")
 
 
 def split_host_port(value: str, key: str, *, allow_zero: bool = False) -> tuple[str, int]:
@@ -321,12 +325,16 @@ def build(settings: Mapping[str, Any]) -> Config:
     if not isinstance(controllers, dict):
         raise ConfigError("controllers", "must be a mapping")
     _check_controllers(controllers)
+    try:
+        raft = RaftTuning.from_mapping(s.get("raft"))
+    except Invalid as err:
+        raise ConfigError(err.field or "raft", err.reason) from None
     return Config(
         name=name, raft_address=raft_address, peers=peers, data_dir=data_dir,
         raft_password=password, raft_password_file=pw_path, listen=listen, socket=sock,
         cluster_cidr=cluster, service_cidr=service, node_port_range=port_range,
         watch_history=history, log_level=level, api_workers=workers,
-        controllers=dict(controllers),
+        controllers=dict(controllers), raft=raft,
     )
 
 

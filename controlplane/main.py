@@ -55,6 +55,7 @@ def open_store(config: Config) -> Store:
         data_dir=str(config.data_dir),
         password=config.raft_password,
         max_history=config.watch_history,
+        tuning=config.raft,
     ))
 
 

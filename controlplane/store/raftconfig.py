@@ -6,15 +6,19 @@ one socket).
 
 from __future__ import annotations
 
+import math
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from corral.errors import Invalid, Unavailable
 
 
 @dataclass(frozen=True)
 class RaftTuning:
-    """Timers and sizes. Defaults aim at <= 1 s failover on a LAN."""
+    """Timers (seconds) and sizes. Defaults aim at <= 1 s failover on a LAN.
+    The control plane's config sets them in its `raft:` section (same names)."""
 
     heartbeat: float = 0.05  # appendEntriesPeriod
     election_timeout_min: float = 0.3
@@ -33,31 +37,67 @@ class RaftTuning:
     # in tests, what it prevents.
     pre_vote: bool = True
 
-    def validate(self) -> None:
-        def need(ok: bool, fieldname: str, what: str) -> None:
+    def validate(self, where: str = "raft") -> None:
+        def need(ok: bool, key: str, what: str) -> None:
             if not ok:
-                raise Invalid(what, f"raft.{fieldname}")
+                raise Invalid(what, f"{where}.{key}")
 
         need(self.heartbeat > 0, "heartbeat", "must be > 0")
-        need(self.election_timeout_min > 3 * self.heartbeat, "electionTimeoutMin",
+        need(self.election_timeout_min > 3 * self.heartbeat, "election_timeout_min",
              f"must be more than 3 heartbeats ({3 * self.heartbeat:g}s)")
-        need(self.election_timeout_max > self.election_timeout_min, "electionTimeoutMax",
-             "must be more than electionTimeoutMin")
-        need(self.connection_timeout >= self.election_timeout_max, "connectionTimeout",
-             "must be at least electionTimeoutMax")
-        need(self.connection_retry > 0, "connectionRetry", "must be > 0")
-        need(self.leader_fallback > self.heartbeat, "leaderFallback",
+        need(self.election_timeout_max > self.election_timeout_min, "election_timeout_max",
+             "must be more than election_timeout_min")
+        need(self.connection_timeout >= self.election_timeout_max, "connection_timeout",
+             "must be at least election_timeout_max")
+        need(self.connection_retry > 0, "connection_retry", "must be > 0")
+        need(self.leader_fallback > self.heartbeat, "leader_fallback",
              "must be more than the heartbeat")
-        need(0 < self.tick_wait <= self.heartbeat, "tickWait", "must be in (0, heartbeat]")
-        need(self.snapshot_min_entries >= 2, "snapshotMinEntries", "must be at least 2")
-        need(self.snapshot_min_seconds > 0, "snapshotMinSeconds", "must be > 0")
-        need(self.max_batch_bytes >= 1 << 20, "maxBatchBytes", "must be at least 1 MiB")
+        need(0 < self.tick_wait <= self.heartbeat, "tick_wait", "must be in (0, heartbeat]")
+        need(self.snapshot_min_entries >= 2, "snapshot_min_entries", "must be at least 2")
+        need(self.snapshot_min_seconds > 0, "snapshot_min_seconds", "must be > 0")
+        need(self.max_batch_bytes >= 1 << 20, "max_batch_bytes", "must be at least 1 MiB")
+
+    @staticmethod
+    def from_mapping(data: Mapping[str, Any] | None, where: str = "raft") -> RaftTuning:
+        """The `raft:` section of the control plane's config: every key optional, named
+        as the fields; an unknown key or a bad value raises Invalid naming it."""
+        if data is None:
+            return RaftTuning()
+        if not isinstance(data, Mapping):
+            raise Invalid(f"must be a mapping of settings, got {type(data).__name__}", where)
+        known = {f.name: f for f in fields(RaftTuning)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            f = known.get(str(key))
+            if f is None:
+                raise Invalid(f"unknown key (known: {', '.join(known)})", f"{where}.{key}")
+            values[f.name] = _typed(value, f.type, f"{where}.{key}")
+        tuning = RaftTuning(**values)
+        tuning.validate(where)
+        return tuning
 
     @property
     def max_command_bytes(self) -> int:
         # Above the batch size pysyncobj splits one entry over several messages
         # ("transmission"), whose end marker it computes from the wrong length.
         return self.max_batch_bytes // 2
+
+
+def _typed(value: Any, kind: Any, where: str) -> Any:
+    """A config value as the field's type (annotations are strings here)."""
+    if kind in ("bool", bool):
+        if not isinstance(value, bool):
+            raise Invalid(f"must be true or false, got {value!r}", where)
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Invalid(f"must be a number, got {value!r}", where)
+    if kind in ("int", int):
+        if isinstance(value, float) and not value.is_integer():
+            raise Invalid(f"must be a whole number, got {value!r}", where)
+        return int(value)
+    if not math.isfinite(value):
+        raise Invalid(f"must be a finite number of seconds, got {value!r}", where)
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,7 @@ def test_wildcard_and_busy_addresses_are_refused(tmp_path: Path) -> None:
 
 
 def test_bad_tuning_names_the_field() -> None:
-    with pytest.raises(Invalid, match=r"raft\.electionTimeoutMin"):
+    with pytest.raises(Invalid, match=r"raft\.election_timeout_min"):
         RaftTuning(heartbeat=0.2, election_timeout_min=0.3).validate()
 
 
