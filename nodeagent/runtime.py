@@ -23,6 +23,7 @@ we checked on Podman 4.3).
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import logging
 import socket
@@ -36,6 +37,7 @@ from typing import Any, TypeVar
 import podman
 import podman.errors
 import requests
+import urllib3.exceptions
 
 from nodeagent import records
 from nodeagent.records import ContainerRecord
@@ -43,6 +45,9 @@ from nodeagent.records import ContainerRecord
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What a read of a stream raises once the stream was ended or the peer went away.
+_STREAM_ENDED = (OSError, ValueError, AttributeError, http.client.HTTPException,
+                 urllib3.exceptions.HTTPError, requests.RequestException)
 # The libpod API version prefix used on the raw (hijacked) connection.
 LIBPOD_PREFIX = "/v4.0.0/libpod"
 
@@ -312,7 +317,8 @@ class Runtime:
     # ---- streams ----------------------------------------------------------------------------
     def logs(self, cid: str, *, follow: bool, tail: int | None, timestamps: bool
              ) -> tuple[Iterator[bytes], Callable[[], None]]:
-        """(chunks, cancel). Chunks are raw log bytes (stdout and stderr interleaved)."""
+        """(chunks, end). Chunks are raw log bytes (stdout and stderr interleaved);
+        `end()`, from any thread and without blocking, makes the chunks stop."""
         params: dict[str, Any] = {"follow": follow, "stdout": True, "stderr": True,
                                   "timestamps": timestamps}
         if tail is not None:
@@ -322,22 +328,19 @@ class Runtime:
             resp = self._stream.api.get(f"/containers/{cid}/logs", params=params, stream=True)
             resp.raise_for_status()
             return resp
-        resp = self._call(f"logs {cid[:12]}", do)
+        stream = HttpStream(self._call(f"logs {cid[:12]}", do))
 
         def chunks() -> Iterator[bytes]:
-            try:
-                for _kind, data in iter_frames(resp.raw):
+            with stream:
+                for _kind, data in iter_frames(stream.raw):
                     yield data
-            except (OSError, ValueError, AttributeError):
-                return
-            finally:
-                resp.close()
 
-        return chunks(), resp.close
+        return chunks(), stream.end
 
     def events(self, since: float | None = None) -> tuple[Iterator[dict[str, Any]],
                                                          Callable[[], None]]:
-        """Container events (died, start, remove, ...), decoded; and how to end the stream."""
+        """Container events (died, start, remove, ...), decoded; and how to end the
+        stream (from any thread, without blocking)."""
         params: dict[str, Any] = {"stream": True,
                                   "filters": json.dumps({"type": ["container"]})}
         if since:
@@ -347,16 +350,14 @@ class Runtime:
             resp = self._stream.api.get("/events", params=params, stream=True)
             resp.raise_for_status()
             return resp
-        resp = self._call("events", do)
+        stream = HttpStream(self._call("events", do))
 
         def items() -> Iterator[dict[str, Any]]:
-            try:
-                for line in resp.iter_lines():
+            with stream:
+                for line in stream.lines():
                     if line:
                         yield json.loads(line)
-            finally:
-                resp.close()
-        return items(), resp.close
+        return items(), stream.end
 
     def exec_session(self, cid: str, cmd: list[str], *, stdin: bool, tty: bool) -> ExecSession:
         """An interactive exec: write stdin, read (stream, bytes), then the exit code."""
@@ -384,9 +385,66 @@ class Runtime:
         return self._call("exec status", do)
 
 
+class HttpStream:
+    """A streamed Podman response: read by one thread, ended by any other.
+
+    Ending must not block: gRPC runs a cancelled call's callbacks on the server's
+    one polling thread, so a callback that blocks stops the whole NodeAgent
+    server (every later Logs, Exec and Top call hit DEADLINE_EXCEEDED). Closing
+    the response from another thread does block: http.client reads through a
+    BufferedReader whose lock the blocked read holds until data comes, which
+    for a quiet container is never (measured: close() waits until the socket
+    is shut down). So `end()` only shuts the socket down (urllib3's
+    HTTPResponse.shutdown, SHUT_RD: the blocked read returns at once and the
+    peer's writes fail), and the reading thread closes the response when it
+    leaves the `with` block. A lock keeps shutdown and close apart, so a
+    shutdown never lands on a descriptor number that was closed and reused.
+    """
+
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+        self.raw = resp.raw
+        self._lock = threading.Lock()
+        self._closed = False
+        self._ended = False
+
+    def lines(self) -> Iterator[bytes]:
+        yield from self._resp.iter_lines()
+
+    def end(self) -> None:
+        with self._lock:
+            if self._closed or self._ended:
+                return
+            self._ended = True
+            try:
+                self.raw.shutdown()
+            except (OSError, ValueError, RuntimeError, AttributeError):
+                pass  # already released or closed: the reader is not blocked on it
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._resp.close()
+        except Exception:  # closing a broken connection: nothing left to do
+            pass
+
+    def __enter__(self) -> HttpStream:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self.close()
+        # A read cut by end(), or a connection Podman dropped, ends the stream quietly.
+        return exc_type is not None and issubclass(exc_type, _STREAM_ENDED)
+
+
 class ExecSession:
     """One hijacked exec connection. `send`/`close_stdin` from one thread,
-    `output()` from another."""
+    `output()` and `close()` from another, `end()` from any (as HttpStream.end:
+    a shutdown that wakes the reader and tells Podman we are gone, so the
+    process sees its stdin close; never a close under a blocked reader)."""
 
     def __init__(self, runtime: Runtime, exec_id: str, tty: bool) -> None:
         self._runtime = runtime
@@ -394,6 +452,7 @@ class ExecSession:
         self.tty = tty
         self._sock: socket.socket | None = None
         self._rest = b""
+        self._lock = threading.Lock()
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -463,12 +522,19 @@ class ExecSession:
             time.sleep(0.05)
         return -1
 
+    def end(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
     def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            finally:
-                self._sock = None
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
 
 class _SocketReader:

@@ -6,8 +6,12 @@ its container (kubelet's rules and messages: a pod with several containers needs
 `-c`; `--previous` needs a dead attempt), then stream from the runtime.
 
 Threads model: gRPC's sync server; a Logs follow or an Exec holds one worker for
-its life; Exec pumps the client's stdin on a helper thread. Cancelling the call
-closes the Podman stream.
+its life; Exec pumps the client's stdin on a helper thread. A call the client
+leaves (cancel, deadline, connection gone) ends its Podman stream through a
+callback that only shuts the stream's socket down: gRPC runs those callbacks on
+the server's single polling thread, so one that blocked would stop the whole
+server (grpc/_server.py `_process_event_and_continue`). The worker thread, woken
+by the shutdown, closes the stream itself.
 """
 
 from __future__ import annotations
@@ -70,6 +74,12 @@ def pick_record(pod: core_pb2.Pod, container: str, recs: list[ContainerRecord], 
     return attempts[0]
 
 
+def _on_end(context: grpc.ServicerContext, end: Callable[[], None]) -> None:
+    """Run `end` (which must not block) when the call ends; at once if it already has."""
+    if not context.add_callback(end):
+        end()
+
+
 class NodeAgentServicer(api_pb2_grpc.NodeAgentServicer):
     def __init__(self, *, node_name: str, find_pod: PodLookup,
                  list_pods: Callable[[], list[core_pb2.Pod]],
@@ -105,7 +115,7 @@ class NodeAgentServicer(api_pb2_grpc.NodeAgentServicer):
             _abort(context, err)
         except RuntimeFailure as err:
             _abort(context, FailedPrecondition(str(err)))
-        context.add_callback(cancel)
+        _on_end(context, cancel)
         for data in chunks:
             yield api_pb2.LogChunk(data=data)
 
@@ -130,7 +140,7 @@ class NodeAgentServicer(api_pb2_grpc.NodeAgentServicer):
             _abort(context, err)
         except RuntimeFailure as err:
             _abort(context, FailedPrecondition(str(err)))
-        context.add_callback(session.close)
+        _on_end(context, session.end)
 
         def pump() -> None:
             try:
@@ -146,18 +156,22 @@ class NodeAgentServicer(api_pb2_grpc.NodeAgentServicer):
                 session.close_stdin()
 
         threading.Thread(target=pump, name="exec-stdin", daemon=True).start()
-        for kind, data in session.output():
-            if kind == 2:
-                yield api_pb2.ExecResponse(stderr=data)
-            else:
-                yield api_pb2.ExecResponse(stdout=data)
+        try:
+            for kind, data in session.output():
+                if kind == 2:
+                    yield api_pb2.ExecResponse(stderr=data)
+                else:
+                    yield api_pb2.ExecResponse(stdout=data)
+        finally:
+            # Also when gRPC drops this generator after a cancel (GeneratorExit).
+            session.close()
+        if not context.is_active():
+            return
         try:
             code = session.exit_code()
         except RuntimeFailure as err:
             log.warning("exec exit code: %s", err)
             code = -1
-        finally:
-            session.close()
         yield api_pb2.ExecResponse(exit_code=code)
 
     def Top(self, request: api_pb2.TopRequest, context: grpc.ServicerContext

@@ -124,7 +124,7 @@ def test_logs_exec_top_drain(lab: Lab, corral: Callable[..., subprocess.Complete
     assert r.stdout == f"node/{node} uncordoned\n"
 
 
-# Nodes whose agent served a `logs -f` that was then cut (see the xfail below).
+# Nodes whose agent served a `logs -f` that was then cut.
 FOLLOWED: set[str] = set()
 
 
@@ -161,10 +161,6 @@ def test_logs_follow(lab: Lab, corral: Callable[..., subprocess.CompletedProcess
     follow_logs(lab, fresh_pod(corral))
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired, reason=(
-    "nodeagent (issue 4): once a `logs -f` client has gone, that node's agent answers no "
-    "further Exec or Logs (DEADLINE_EXCEEDED, also when asked directly on its NodeAgent "
-    "port); reported to the lead. Remove this mark when it is fixed."))
 def test_node_still_answers_after_a_log_follower_left(
         lab: Lab, corral: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     pod = fresh_pod(corral)
