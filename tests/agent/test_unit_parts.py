@@ -69,7 +69,7 @@ def test_config_file_and_flag_overrides(tmp_path: Path) -> None:
     assert cfg.taints[0].effect == "NoSchedule" and cfg.taints[0].value == "gpu"
     assert cfg.reserved_cpu_millis == 500 and cfg.reserved_memory_bytes == 2**30
     path.write_text("[not, a, mapping]\n")
-    with pytest.raises(ConfigError, match="must hold a mapping"):
+    with pytest.raises(ConfigError, match="must be a mapping of keys"):
         load(str(path))
     with pytest.raises(ConfigError, match="cannot read"):
         load(str(tmp_path / "missing.yaml"))
