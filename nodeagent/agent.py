@@ -122,7 +122,8 @@ class Agent:
         self.pleg = Pleg(self.runtime, relist_period=cfg.relist_period,
                          on_pod_changed=self._kick_pod)
         self.prober = Prober(exec_fn=self.runtime.exec_run, on_change=self._kick_pod)
-        self.status = StatusManager(self.client, self._cached_pod)
+        self.status = StatusManager(self.client, self._cached_pod,
+                                    resync_period=cfg.status_period)
         self.events = EventRecorder(self.client, cfg.node_name)
         self.sampler = Sampler()
         b = cfg.backoff
@@ -286,8 +287,11 @@ class Agent:
             w.update(pod)
 
     def _on_pod_update(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
+        # Someone else's status write (the node lifecycle controller's "not Ready"
+        # while we were cut off) is repaired even though nothing changed here.
+        self.status.observe(new)
         if _only_status_changed(old, new):
-            # Our own status write coming back: nothing to do but remember it.
+            # Usually our own status write coming back: nothing to do but remember it.
             with self._lock:
                 w = self.workers.get(new.metadata.uid)
             if w is not None:

@@ -6,8 +6,17 @@ write reads the pod (the informer's copy, or the one the last write returned,
 whichever is newer), and if the store already holds exactly that status it
 writes nothing; otherwise UpdateStatus with the pod's resourceVersion (CAS).
 A conflict re-reads the pod from the API and tries again; a pod that is gone
-(or now has another uid) is forgotten. Every `resync_period` all pods are checked
-again, in case someone else overwrote a status.
+(or now has another uid) is forgotten.
+
+What the manager last wrote is not the truth once someone else wrote: the node
+lifecycle controller marks a silent node's pods not Ready, and when the node is
+back nothing on the node changed, so a worker computes the same status and
+`set()` sees nothing new. So the store's copy is what counts: `observe()` (the
+informer's view of a pod) queues a write when the store holds another status
+than the one computed, and every `resync_period` (the agent's status period)
+all pods are compared with the store's copy again, in case a watch event was
+missed. Both only queue: `_write` compares with the newest copy it knows and
+writes nothing when they match, so neither loops on the agent's own writes.
 
 Threads model: a WorkQueue with `workers` threads, so thirty new pods do not
 wait for each other's Raft commits; one pod's writes are serialized.
@@ -84,6 +93,20 @@ class StatusManager:
         log.debug("status of pod %s/%s changed (%s): queued", pod.metadata.namespace,
                   pod.metadata.name, status.phase)
         self._queue.add(uid)
+
+    def observe(self, pod: core_pb2.Pod) -> None:
+        """The store's copy of a pod (from a watch event): repair its status if it
+        is not the one this agent computed."""
+        uid = pod.metadata.uid
+        with self._lock:
+            entry = self._entries.get(uid)
+            if entry is None:
+                return
+            wanted = entry.status.SerializeToString(deterministic=True)
+        if pod.status.SerializeToString(deterministic=True) != wanted:
+            log.debug("status of pod %s/%s in the store is not ours: queued",
+                      pod.metadata.namespace, pod.metadata.name)
+            self._queue.add(uid)
 
     def get(self, uid: str) -> core_pb2.PodStatus | None:
         with self._lock:
