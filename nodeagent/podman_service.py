@@ -174,7 +174,14 @@ class PodmanService:
 
     # ---- internals ----------------------------------------------------------------
     def _stop_leftover(self) -> None:
-        """Stop a service an earlier agent (SIGKILLed) left running, by its recorded PID."""
+        """Stop a service an earlier agent (SIGKILLed) left running, by its recorded PID.
+
+        A zombie is not a leftover: after a power loss (`corral lab kill`) the
+        service was killed with everything else in the host's cgroup, and when its
+        parent, the agent, died too it waits for PID 1 to reap it (measured: a
+        second or more where PID 1 is slow to reap). It still "exists" with the
+        same start time, so without this check the new agent reported stopping a
+        service that was already dead, and waited on it in vain."""
         try:
             pid_text, created_text = self._pidfile.read_text().split()
             pid, created = int(pid_text), float(created_text)
@@ -183,14 +190,20 @@ class PodmanService:
         if pid:
             try:
                 proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) < 0.01:
+                if abs(proc.create_time() - created) < 0.01 and \
+                        proc.status() != psutil.STATUS_ZOMBIE:
                     log.info("stopping the podman service left by an earlier agent (pid %d)", pid)
                     proc.terminate()
                     try:
                         proc.wait(5)
                     except psutil.TimeoutExpired:
                         proc.kill()
-                        proc.wait(5)
+                        try:
+                            proc.wait(5)
+                        except psutil.TimeoutExpired:
+                            # Killed; only its reaping is late (see above).
+                            log.warning("podman service pid %d did not go away after "
+                                        "SIGKILL", pid)
             except psutil.NoSuchProcess:
                 pass
         try:

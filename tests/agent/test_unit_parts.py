@@ -516,3 +516,52 @@ def test_runtime_counts_silence_and_dropped_connections_as_unhealthy(tmp_path: P
         t.join(2)
         r.close()
         srv.close()
+
+
+# ---- the Podman service left by an earlier agent -----------------------------------------------
+def test_leftover_service_is_stopped_but_a_zombie_or_a_recycled_pid_is_left_alone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """After a power loss the earlier agent's service is a zombie waiting for PID 1:
+    it is dead already and must not be "stopped" (nor waited on for 10 s)."""
+    import logging
+    import subprocess
+    import time
+
+    import psutil
+
+    from nodeagent.podman_service import PodmanService
+
+    cfg = parse(dict(BASE, state_dir=str(tmp_path)))
+    service = PodmanService(cfg, ping=lambda _t: True)
+    pidfile = tmp_path / "podman-service.pid"
+
+    def record(pid: int, created: float | None = None) -> None:
+        when = psutil.Process(pid).create_time() if created is None else created
+        pidfile.write_text(f"{pid} {when}\n")
+
+    caplog.set_level(logging.INFO, logger="nodeagent.podman_service")
+    zombie = subprocess.Popen(["true"])
+    try:
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.01)
+        record(zombie.pid)
+        t0 = time.monotonic()
+        service._stop_leftover()
+        assert time.monotonic() - t0 < 1.0
+        assert "left by an earlier agent" not in caplog.text
+    finally:
+        zombie.wait()
+
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        record(sleeper.pid, created=psutil.Process(sleeper.pid).create_time() - 100)
+        service._stop_leftover()  # same PID, another process: never signalled
+        assert sleeper.poll() is None
+        record(sleeper.pid)
+        service._stop_leftover()
+        # Ended (psutil reaped our child, so Popen sees no status of its own).
+        assert sleeper.wait(5) in (0, -15) and not psutil.pid_exists(sleeper.pid)
+        assert "stopping the podman service left by an earlier agent" in caplog.text
+    finally:
+        sleeper.kill()
+        sleeper.wait()

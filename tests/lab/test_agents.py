@@ -75,3 +75,7 @@ def test_agents_register_ready_nodes_and_come_back_after_a_power_loss(make_lab) 
     with lab.client() as c:
         node = c.get("Node", "h2")
     assert health.node_ready(node, since=started_at - 1.0)
+    # The service died with the host: the new agent finds no live one left over (a
+    # killed service may still be a zombie waiting for PID 1, which is not one).
+    log = h2.process(AGENT).log.read_text(errors="replace")
+    assert "left by an earlier agent" not in log, log
