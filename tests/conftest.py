@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,16 @@ from typing import Any
 import pytest
 
 from tests.cluster import Cluster
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The suite needs root (network namespaces, iptables, cgroups, Podman storage):
+    refuse to run rather than skip what proves the features work."""
+    if os.geteuid() != 0:
+        raise pytest.UsageError(
+            "Corral's tests need root (network namespaces, iptables, Podman): "
+            "run `sudo bash scripts/test.sh`"
+        )
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

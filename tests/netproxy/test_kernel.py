@@ -16,7 +16,6 @@ messages directly, exactly as the informers feed it.
 
 from __future__ import annotations
 
-import os
 import shlex
 import threading
 import time
@@ -33,8 +32,6 @@ from netproxy.rules import NodeFacts, is_own_chain, render_service
 from netproxy.tracker import ChangeTracker
 from tests.netproxy.netns import Node, sh
 from tests.netproxy.objects import endpoints, port, svc
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 FACTS = NodeFacts(cluster_cidr="10.244.0.0/16", dns_ip="10.96.0.10",
                   dns_target="10.250.0.11:53")

@@ -11,7 +11,6 @@ keeps following.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections import Counter
@@ -35,7 +34,6 @@ from tests.netproxy.labapp import (
 )
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for the lab"),
     pytest.mark.lab,
     pytest.mark.slow,
 ]

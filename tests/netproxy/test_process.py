@@ -25,10 +25,7 @@ from netproxy.rules import is_own_chain
 from tests.netproxy.netns import Node, sh
 from tests.netproxy.objects import endpoints, port, svc
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.integration,
-]
+pytestmark = [pytest.mark.integration]
 PODS = ["10.244.1.10", "10.244.1.11", "10.244.1.12"]
 SCRIPT = Path(sys.executable).parent / "corral-netproxy"
 
