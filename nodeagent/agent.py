@@ -1,6 +1,8 @@
 """The agent: wires the parts together and routes events to pod workers.
 
-Start order: Podman service (supervised) -> node registration (pod CIDR) ->
+Start order: Podman service (supervised) -> fence (fence.py: from here on, a
+node cut off from the control plane stops its identity pods) -> node
+registration (pod CIDR) ->
 bridge, forwarding, masquerade, IPAM -> PLEG -> informers (ConfigMaps and Secrets
 first, so a worker finds what its pod references; then Nodes for routes; then
 this node's Pods; claims are read fresh when a pod needs them) -> NodeAgent
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from corral.client import Client
@@ -31,6 +34,7 @@ from nodeagent import hostnet
 from nodeagent.backoff import Backoff
 from nodeagent.config import AgentConfig
 from nodeagent.events import EventRecorder
+from nodeagent.fence import Fence, carries_identity, heard_of
 from nodeagent.ipam import Ipam
 from nodeagent.node import NodeRegistration
 from nodeagent.pleg import Pleg
@@ -39,7 +43,7 @@ from nodeagent.podnet import PodNetworks
 from nodeagent.podworker import PodWorker, WorkerDeps
 from nodeagent.probes import Prober
 from nodeagent.records import ContainerRecord
-from nodeagent.runtime import Runtime
+from nodeagent.runtime import Runtime, RuntimeFailure
 from nodeagent.server import NodeAgentServicer, serve
 from nodeagent.statusmanager import StatusManager
 from nodeagent.usage import Sampler
@@ -112,6 +116,13 @@ class Agent:
                                              runtime_version=self.runtime.version,
                                              runtime_health=self.runtime_health,
                                              network_health=self.network_health)
+        f = cfg.fencing
+        self.fence = Fence(after=f.after, grace=f.grace, enabled=f.enabled,
+                           last_heartbeat=self.registration.last_heartbeat,
+                           confirm=self._heard_of, on_change=self._on_fence)
+        # Short deadlines: the fence's confirmation must not hold its thread for the
+        # main client's 30 s of retries.
+        self._fence_client = Client(list(cfg.servers), timeout=5.0, retry_for=3.0)
         self.ipam = Ipam(cfg.state_path / "ipam.json")
         self.hostnet = hostnet.HostNetwork(bridge=cfg.bridge, cluster_cidr=cfg.cluster_cidr,
                                            masquerade=cfg.masquerade)
@@ -134,7 +145,8 @@ class Agent:
             image_backoff=Backoff(b.base, b.max, b.reset_after), client=self.client,
             get_configmap=self._configmap, get_secret=self._secret,
             start_slots=threading.Semaphore(cfg.podman.parallel_starts),
-            host_resolv=self._host_resolv, on_done=self._worker_done, events=self.events)
+            host_resolv=self._host_resolv, on_done=self._worker_done, events=self.events,
+            fence=self.fence)
 
     # ---- health -----------------------------------------------------------------
     def runtime_health(self) -> tuple[bool, str]:
@@ -194,6 +206,7 @@ class Agent:
         log.info("corral-agent %s starting (InternalIP %s, API %s)", cfg.node_name, cfg.node_ip,
                  ", ".join(cfg.servers))
         self.service.start()
+        self.fence.start()
         node = self.registration.register()
         self._setup_host_network(node.spec.pod_cidr)
         self.pleg.start()
@@ -248,6 +261,7 @@ class Agent:
         if self.grpc_server is not None:
             self.grpc_server.stop(1.0)
         self.registration.stop()
+        self.fence.stop()
         self.prober.stop()
         self.status.stop()
         self.events.stop()
@@ -255,6 +269,7 @@ class Agent:
         self.service.stop()
         self.runtime.close()
         self.client.close()
+        self._fence_client.close()
         log.info("stopped")
 
     def _setup_host_network(self, pod_cidr: str) -> None:
@@ -339,6 +354,48 @@ class Agent:
 
     def _on_config_update(self, _old: object, new: object) -> None:
         self._on_config(new)
+
+    # ---- fencing ------------------------------------------------------------------------------
+    def _heard_of(self) -> tuple[bool, str]:
+        try:
+            node = self._fence_client.get("Node", self.cfg.node_name)
+        except CorralError as err:
+            return False, f"cannot read the Node: {err}"
+        return heard_of(node)
+
+    def _on_fence(self, fenced: bool) -> None:
+        with self._lock:
+            workers = list(self.workers.values())
+            managed = set(self.workers)
+        for w in workers:
+            pod = w.pod
+            if pod is not None and carries_identity(pod):
+                w.kick()
+        if fenced:
+            self._fence_unmanaged(managed)
+
+    def _fence_unmanaged(self, managed: set[str]) -> None:
+        """Identity containers no worker looks after (an agent started cut off, before it
+        could register and learn its pods): stopped by their labels."""
+        try:
+            recs = self.runtime.list_containers()
+        except RuntimeFailure as err:
+            log.warning("fence: cannot list containers: %s", err)
+            return
+        victims = [r for r in recs if r.identity and r.running and r.pod_uid not in managed]
+
+        def stop(rec: ContainerRecord) -> None:
+            grace = min(rec.grace_seconds, int(self.cfg.fencing.grace))
+            log.warning("fence: stopping %s of pod %s/%s (grace %ds)", rec.name,
+                        rec.pod_namespace, rec.pod_name, grace)
+            try:
+                self.runtime.stop(rec.id, grace)
+            except RuntimeFailure as err:
+                log.warning("fence: stopping %s: %s", rec.podman_name, err)
+        if victims:
+            with ThreadPoolExecutor(max_workers=min(16, len(victims)),
+                                    thread_name_prefix="fence-stop") as pool:
+                list(pool.map(stop, victims))
 
     # ---- nodes and routes -------------------------------------------------------------------
     def _on_node(self, node: core_pb2.Node) -> None:

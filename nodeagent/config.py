@@ -33,8 +33,8 @@ from corral.configfile import (
 )
 from corral.errors import Invalid
 
-__all__ = ["AgentConfig", "BackoffConfig", "ConfigError", "PodmanConfig", "TaintConfig",
-           "load", "parse", "with_overrides"]
+__all__ = ["AgentConfig", "BackoffConfig", "ConfigError", "FencingConfig", "PodmanConfig",
+           "TaintConfig", "load", "parse", "with_overrides"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,17 @@ class BackoffConfig:
 
 
 @dataclass(frozen=True)
+class FencingConfig:
+    # Stop the pods that carry an identity (StatefulSet pods) when no heartbeat was
+    # acknowledged for `after` seconds; SIGKILL at most `grace` seconds after SIGTERM.
+    # after + grace + ~1.5 s must stay below the control plane's
+    # node_monitor_grace_period + pod_eviction_timeout (docs/agent.md, fence.py).
+    enabled: bool = True
+    after: float = 20.0
+    grace: float = 5.0
+
+
+@dataclass(frozen=True)
 class AgentConfig(HostDaemonConfig):
     state_dir: str = "/var/lib/corral-agent"
     agent_port: int = 10250
@@ -95,6 +106,7 @@ class AgentConfig(HostDaemonConfig):
     masquerade: bool = True
     podman: PodmanConfig = field(default_factory=PodmanConfig)
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    fencing: FencingConfig = field(default_factory=FencingConfig)
 
     # ---- derived paths ----------------------------------------------------
     @property
@@ -122,7 +134,7 @@ _TOP_KEYS = {
     "node_name", "node_ip", "servers", "state_dir", "agent_port", "cluster_cidr",
     "service_cidr", "cluster_dns", "cluster_domain", "labels", "taints", "reserved",
     "lease_period", "lease_duration", "status_period", "relist_period", "bridge",
-    "netns_prefix", "masquerade", "log_level", "podman", "backoff",
+    "netns_prefix", "masquerade", "log_level", "podman", "backoff", "fencing",
 }
 _PODMAN_KEYS = {
     "binary", "containers_conf", "storage_driver", "storage_root", "run_root", "tmp_dir",
@@ -130,6 +142,9 @@ _PODMAN_KEYS = {
     "restart_unhealthy_after", "parallel_starts",
 }
 _BACKOFF_KEYS = {"base", "max", "reset_after"}
+_FENCING_KEYS = {"enabled", "after", "grace"}
+# Fencing sooner than this many missed lease renewals would fence on one slow write.
+FENCE_MIN_RENEWALS = 3
 _RESERVED_KEYS = {"cpu", "memory"}
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -224,6 +239,8 @@ def parse(data: Mapping[str, Any]) -> AgentConfig:
         kwargs["masquerade"] = boolean(data["masquerade"], "masquerade")
     kwargs["podman"] = _parse_podman(mapping(data.get("podman"), "podman"))
     kwargs["backoff"] = _parse_backoff(mapping(data.get("backoff"), "backoff"))
+    kwargs["fencing"] = _parse_fencing(mapping(data.get("fencing"), "fencing"),
+                                       kwargs.get("lease_period", AgentConfig.lease_period))
 
     cfg = AgentConfig(**kwargs)
     check_networks(cfg.cluster_cidr, cfg.service_cidr, cfg.node_ip)
@@ -276,6 +293,22 @@ def _parse_backoff(data: Mapping[str, Any]) -> BackoffConfig:
     cfg = BackoffConfig(**kwargs)
     if cfg.max < cfg.base:
         raise fail("backoff.max", f"must be >= backoff.base ({cfg.base:g}), got {cfg.max:g}")
+    return cfg
+
+
+def _parse_fencing(data: Mapping[str, Any], lease_period: float) -> FencingConfig:
+    check_keys(data, _FENCING_KEYS, "fencing")
+    kwargs: dict[str, Any] = {}
+    if "enabled" in data:
+        kwargs["enabled"] = boolean(data["enabled"], "fencing.enabled")
+    if "after" in data:
+        kwargs["after"] = seconds(data["after"], "fencing.after")
+    if "grace" in data:
+        kwargs["grace"] = seconds(data["grace"], "fencing.grace", strict=False)
+    cfg = FencingConfig(**kwargs)
+    if cfg.after < FENCE_MIN_RENEWALS * lease_period:
+        raise fail("fencing.after", f"must be at least {FENCE_MIN_RENEWALS} lease periods "
+                                    f"({FENCE_MIN_RENEWALS * lease_period:g}s), got {cfg.after:g}")
     return cfg
 
 

@@ -205,6 +205,9 @@ class NodeRegistration:
         self._runtime_version_text = ""
         self.lease_renewals = 0
         self.status_updates = 0
+        # Monotonic time at which the last acknowledged heartbeat was sent (fence.py);
+        # before the first one, the agent's start (the last one was earlier still).
+        self._heartbeat_sent = time.monotonic()
         psutil.cpu_percent(interval=None)  # the first call only primes the counter
 
     @property
@@ -338,6 +341,17 @@ class NodeRegistration:
     def kick(self) -> None:
         self._kick.set()
 
+    def last_heartbeat(self) -> float:
+        """When (time.monotonic()) the last heartbeat the control plane acknowledged was
+        sent: a Lease renewal or a Node status write (the lifecycle controller counts
+        both). The control plane saw it no earlier than that."""
+        with self._lock:
+            return self._heartbeat_sent
+
+    def _acknowledged(self, sent: float) -> None:
+        with self._lock:
+            self._heartbeat_sent = max(self._heartbeat_sent, sent)
+
     def _lease_loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
@@ -349,6 +363,7 @@ class NodeRegistration:
 
     def renew_lease(self) -> None:
         now = time.time()
+        sent = time.monotonic()
         lease = self._lease
         for _ in range(3):
             if lease is None:
@@ -365,6 +380,7 @@ class NodeRegistration:
                     try:
                         self._lease = self._client.create(fresh)
                         self.lease_renewals += 1
+                        self._acknowledged(sent)
                         return
                     except AlreadyExists:
                         continue
@@ -377,6 +393,7 @@ class NodeRegistration:
             try:
                 self._lease = self._client.update(new)
                 self.lease_renewals += 1
+                self._acknowledged(sent)
                 return
             except (Conflict, NotFound):
                 lease = None
@@ -409,6 +426,7 @@ class NodeRegistration:
             (current.get("Ready") == "True") != (ok and net_ok)
 
     def _write_status(self) -> None:
+        sent = time.monotonic()
         node = self.node
         for _ in range(5):
             if node is None:
@@ -429,6 +447,7 @@ class NodeRegistration:
             with self._lock:
                 self._node = written
             self.status_updates += 1
+            self._acknowledged(sent)
             return
         raise Conflict(f"node {self.cfg.node_name}: status kept conflicting")
 

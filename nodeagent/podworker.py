@@ -38,6 +38,7 @@ from nodeagent import containerspec, dnsfiles, envvars, plan, podstatus, records
 from nodeagent.backoff import Backoff
 from nodeagent.config import AgentConfig
 from nodeagent.events import EventRecorder
+from nodeagent.fence import Fence, carries_identity
 from nodeagent.podnet import NetworkError, PodNet, PodNetworks
 from nodeagent.podstatus import TERMINAL, Waiting
 from nodeagent.probes import Prober
@@ -98,6 +99,7 @@ class WorkerDeps:
     host_resolv: Callable[[], str]
     on_done: Callable[[str], None]
     events: EventRecorder | None = None
+    fence: Fence | None = None
 
 
 def default_pull_policy(image: str) -> str:
@@ -127,6 +129,8 @@ class PodWorker:
         self._files = ("", "")
         self._first_sync = time.monotonic()
         self._pull_failed_at: dict[str, float] = {}
+        # The fence generation this pod was last confirmed in the store at (fence.py).
+        self._confirmed_gen = 0
         self.syncs = 0
         self._thread = threading.Thread(target=self._run, name=f"pod-{uid[:8]}", daemon=True)
 
@@ -265,6 +269,12 @@ class PodWorker:
         return status
 
     def _sync(self, pod: core_pb2.Pod) -> float | None:
+        if self.d.fence is not None and carries_identity(pod):
+            fenced, generation = self.d.fence.state()
+            if fenced:
+                return self._fence(pod)
+            if generation != self._confirmed_gen:
+                return self._confirm_after_fence(pod, generation)
         uid = self.uid
         terminal = pod.status.phase in TERMINAL
         vol_paths: dict[str, str] = {}
@@ -483,6 +493,70 @@ class PodWorker:
         self.d.runtime.remove(kwargs["name"])
         return self.d.runtime.create(kwargs)
 
+    # ---- fencing (fence.py) ---------------------------------------------------------------------
+    def _fence(self, pod: core_pb2.Pod) -> float | None:
+        """Stop every container of the pod and start nothing: the node may be cut off
+        and the control plane about to start this identity elsewhere."""
+        assert self.d.fence is not None
+        try:
+            recs = self._records()
+        except RuntimeFailure as err:
+            log.warning("pod %s: fenced, but its containers cannot be listed: %s",
+                        self._describe(pod), err)
+            return 1.0
+        self.d.prober.sync_pod(pod, {}, self._net.ip if self._net else "")
+        live = [r for r in recs if r.running]
+        if not live:
+            return None
+        grace = min(plan.grace_of(pod), int(self.d.fence.grace))
+        log.warning("pod %s: fenced: stopping %d container(s), grace %ds",
+                    self._describe(pod), len(live), grace)
+        errors = self._stop_all(live, grace)
+        self._last_action = time.time()
+        if errors:
+            log.warning("pod %s: fencing: %s", self._describe(pod), "; ".join(errors))
+            return 1.0
+        self._publish(pod, self._records(), {})
+        return None
+
+    def _confirm_after_fence(self, pod: core_pb2.Pod, generation: int) -> float | None:
+        """After a fence, start nothing before a linearizable read shows the pod is
+        still ours: it may have been force-deleted (and its identity given to a
+        replacement) while the informer's copy says otherwise."""
+        try:
+            fresh: core_pb2.Pod = self.d.client.get("Pod", pod.metadata.name,
+                                                    pod.metadata.namespace)
+        except NotFound:
+            fresh = core_pb2.Pod()
+        except CorralError as err:
+            log.info("pod %s: cannot confirm it after the fence yet: %s", self._describe(pod),
+                     err)
+            return 2.0
+        if fresh.metadata.uid != self.uid:
+            log.info("pod %s: gone from the store during the fence: cleaning up",
+                     self._describe(pod))
+            self.update(None)
+            return None
+        self._confirmed_gen = generation
+        log.info("pod %s: still bound here after the fence: resuming", self._describe(pod))
+        self.update(fresh)
+        return None
+
+    def _stop_all(self, live: list[ContainerRecord], grace: int) -> list[str]:
+        """Stop containers in parallel (SIGTERM, SIGKILL after `grace`); the errors."""
+        errors: list[str] = []
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=len(live), thread_name_prefix=f"stop-{self.uid[:8]}") as pool:
+            futures = {pool.submit(self.d.runtime.stop, r.id, grace): r for r in live}
+            for fut, rec in futures.items():
+                try:
+                    fut.result()
+                except ContainerGone:
+                    pass
+                except RuntimeFailure as err:
+                    errors.append(f"{rec.name}: {err}")
+        return errors
+
     # ---- termination ------------------------------------------------------------------------
     def _terminate(self, pod: core_pb2.Pod | None) -> bool:
         """Stop and release everything of the pod; True when done."""
@@ -500,18 +574,7 @@ class PodWorker:
         if live:
             log.info("pod %s: stopping %d container(s), grace %ds", self._describe(pod),
                      len(live), grace)
-        errors: list[str] = []
-        if live:
-            with concurrent.futures.ThreadPoolExecutor(
-                    max_workers=len(live), thread_name_prefix=f"stop-{uid[:8]}") as pool:
-                futures = {pool.submit(self.d.runtime.stop, r.id, grace): r for r in live}
-                for fut, rec in futures.items():
-                    try:
-                        fut.result()
-                    except ContainerGone:
-                        pass
-                    except RuntimeFailure as err:
-                        errors.append(f"{rec.name}: {err}")
+        errors = self._stop_all(live, grace) if live else []
         if errors:
             log.warning("pod %s: stopping failed: %s", self._describe(pod), "; ".join(errors))
             return False

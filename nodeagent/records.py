@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.v1 import core_pb2
+from nodeagent.fence import carries_identity
 
 PREFIX = "io.corral."
 POD_UID = PREFIX + "pod.uid"
@@ -28,6 +29,9 @@ ATTEMPT = PREFIX + "container.attempt"
 SPEC_HASH = PREFIX + "container.hash"
 GRACE = PREFIX + "pod.terminationGracePeriod"
 NODE = PREFIX + "node"
+# "true" on the containers of a pod that carries an identity (fence.py): an agent
+# that starts cut off from the control plane finds them by it.
+IDENTITY = PREFIX + "pod.identity"
 
 # Podman's states, reduced to what the pod status needs.
 CREATED = "created"
@@ -63,6 +67,7 @@ class ContainerRecord:
     grace_seconds: int
     oom_killed: bool = False
     pid: int = 0
+    identity: bool = False
 
     @property
     def running(self) -> bool:
@@ -81,7 +86,8 @@ def container_labels(pod: core_pb2.Pod, container: core_pb2.Container, *, init: 
                      attempt: int, node_name: str) -> dict[str, str]:
     grace = pod.spec.termination_grace_period_seconds \
         if pod.spec.HasField("termination_grace_period_seconds") else 30
-    return {
+    extra = {IDENTITY: "true"} if carries_identity(pod) else {}
+    return extra | {
         POD_UID: pod.metadata.uid,
         POD_NAME: pod.metadata.name,
         POD_NAMESPACE: pod.metadata.namespace,
@@ -161,6 +167,7 @@ def from_podman(attrs: Mapping[str, Any]) -> ContainerRecord | None:
         image_id=str(attrs.get("ImageID", "")),
         grace_seconds=max(0, grace),
         pid=int(attrs.get("Pid") or 0) if state == RUNNING else 0,
+        identity=labels.get(IDENTITY) == "true",
     )
 
 

@@ -565,3 +565,69 @@ def test_leftover_service_is_stopped_but_a_zombie_or_a_recycled_pid_is_left_alon
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# ---- fencing -----------------------------------------------------------------------------------
+def test_fence_after_silence_and_unfence_only_once_the_control_plane_heard_of_us() -> None:
+    from nodeagent.fence import Fence
+
+    now = [100.0]
+    beat = [100.0]
+    heard = [(False, "node still carries the node.kubernetes.io/unreachable taint")]
+    fence = Fence(after=20.0, grace=5.0, enabled=True, last_heartbeat=lambda: beat[0],
+                  confirm=lambda: heard[0], on_change=lambda _f: None, clock=lambda: now[0])
+    now[0] = 119.9
+    assert fence.check() == "" and fence.state() == (False, 0)
+    now[0] = 120.0
+    assert fence.check().startswith("fenced: no heartbeat acknowledged for 20.0s")
+    assert fence.state() == (True, 1)
+    now[0] = 125.0
+    beat[0] = 124.0  # heartbeats acknowledged again, but the taint is still there
+    assert fence.check() == "" and fence.fenced
+    heard[0] = (True, "")
+    assert fence.check().startswith("unfenced") and fence.state() == (False, 1)
+    now[0] = 150.0
+    assert fence.check().startswith("fenced") and fence.state() == (True, 2)
+
+    off = Fence(after=20.0, grace=5.0, enabled=False, last_heartbeat=lambda: 0.0,
+                confirm=lambda: (True, ""), on_change=lambda _f: None, clock=lambda: 1e6)
+    assert off.check() == "" and not off.fenced
+
+
+def test_identity_pods_and_their_container_label() -> None:
+    from corral.v1 import meta_pb2
+    from nodeagent import records
+    from nodeagent.fence import carries_identity, heard_of
+
+    pod = core_pb2.Pod()
+    pod.metadata.uid = "u1"
+    assert not carries_identity(pod)
+    pod.metadata.owner_references.append(meta_pb2.OwnerReference(kind="ReplicaSet", name="r"))
+    assert not carries_identity(pod)
+    assert records.IDENTITY not in records.container_labels(
+        pod, core_pb2.Container(name="c"), init=False, attempt=0, node_name="n")
+    pod.metadata.owner_references.append(meta_pb2.OwnerReference(kind="StatefulSet", name="db",
+                                                                 controller=True))
+    assert carries_identity(pod)
+    labels = records.container_labels(pod, core_pb2.Container(name="c"), init=False,
+                                      attempt=0, node_name="n")
+    rec = from_podman({"Id": "x", "Labels": labels, "State": "running"})
+    assert rec is not None and rec.identity
+
+    node = core_pb2.Node()
+    assert heard_of(node) == (True, "")
+    node.spec.taints.add(key="node.kubernetes.io/unreachable", effect="NoExecute")
+    assert heard_of(node)[0] is False
+
+
+def test_fencing_config_defaults_and_bounds() -> None:
+    cfg = parse(dict(BASE))
+    assert (cfg.fencing.enabled, cfg.fencing.after, cfg.fencing.grace) == (True, 20.0, 5.0)
+    cfg = parse(dict(BASE, lease_period=1, fencing={"after": 3, "grace": 0}))
+    assert (cfg.fencing.after, cfg.fencing.grace) == (3.0, 0.0)
+    with pytest.raises(ConfigError, match=r"^fencing.after: must be at least 3 lease periods"):
+        parse(dict(BASE, fencing={"after": 5}))
+    with pytest.raises(ConfigError, match=r"^fencing.grace: must be >= 0"):
+        parse(dict(BASE, fencing={"grace": -1}))
+    with pytest.raises(ConfigError, match=r"^fencing.when: unknown key"):
+        parse(dict(BASE, fencing={"when": 1}))
