@@ -1,7 +1,7 @@
 """Node agent benchmark: pod start latency, a burst of pods, and the idle cost.
 
     .venv/bin/python bench/agent_bench.py [--pods 30] [--burst 30] [--idle-pods 20]
-                                          [--idle-seconds 60] [--out FILE]
+                                          [--idle-seconds 60] [--only-idle] [--out FILE]
 
 Everything runs for real on this machine: a 3-replica control plane
 (tests/cluster.py), one corral-agent in a network namespace of its own with
@@ -19,6 +19,7 @@ production settings (tests/agent/agentfixture.py), Podman 4.3.
 4. Idle: `--idle-pods` pods running, then the agent's CPU (user+system) over
    `--idle-seconds` and its memory (RSS, and PSS/USS: RSS counts the shared
    library pages every process maps).
+`--only-idle` runs step 4 alone (for trying out memory changes).
 Results print as Markdown (and go to --out).
 """
 
@@ -204,6 +205,7 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=30)
     ap.add_argument("--idle-pods", type=int, default=20)
     ap.add_argument("--idle-seconds", type=float, default=60.0)
+    ap.add_argument("--only-idle", action="store_true", help="only the idle measurement")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
@@ -236,90 +238,98 @@ def main() -> int:
             f"Podman {version}.")
         say("Command: `.venv/bin/python bench/agent_bench.py "
             f"--pods {args.pods} --burst {args.burst} --idle-pods {args.idle_pods} "
-            f"--idle-seconds {args.idle_seconds:g}`")
+            f"--idle-seconds {args.idle_seconds:g}{' --only-idle' if args.only_idle else ''}`")
         say()
 
-        # ---- raw baselines -------------------------------------------------------------
-        raw_times = [raw.run_d(f"raw-{i}") for i in range(args.pods)]
-        raw.clean()
-        t0 = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda i: raw.run_d(f"par-{i}"), range(args.burst)))
-        raw_burst = time.perf_counter() - t0
-        raw.clean()
-        raw.start_service()
-        py_times = raw.podman_py_times(args.pods)
-        raw.clean()
-
-        # ---- Corral: one at a time -------------------------------------------------------
-        ns = "bench-seq"
-        make_ns(client, ns)
-        names = [f"p{i:02d}" for i in range(args.pods)]
-        for n in names:
-            client.create(unbound(n, ns))
-        watch = RunningWatch(client, ns)
-        latencies = []
-        for n in names:
+        raw_times: list[float] = []
+        py_times: list[float] = []
+        latencies: list[float] = []
+        burst_lat: list[float] = []
+        raw_burst = burst_total = 0.0
+        if not args.only_idle:
+            # ---- raw baselines -------------------------------------------------------------
+            raw_times = [raw.run_d(f"raw-{i}") for i in range(args.pods)]
+            raw.clean()
             t0 = time.perf_counter()
-            bind(client, ns, n, host.node_name)
-            watch.wait([n])
-            latencies.append(watch.seen[n] - t0)
-        watch.close()
-        delete_all(client, ns, names)
-        # Let the agent finish tearing those down before the burst competes with it.
-        pu.wait_for("sequential pods gone", lambda: not client.list("Pod", ns)[0], timeout=120)
-        time.sleep(3)
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i: raw.run_d(f"par-{i}"), range(args.burst)))
+            raw_burst = time.perf_counter() - t0
+            raw.clean()
+            raw.start_service()
+            py_times = raw.podman_py_times(args.pods)
+            raw.clean()
 
-        # ---- Corral: a burst ----------------------------------------------------------------
-        ns2 = "bench-burst"
-        make_ns(client, ns2)
-        burst_names = [f"b{i:02d}" for i in range(args.burst)]
-        for n in burst_names:
-            client.create(unbound(n, ns2))
-        watch = RunningWatch(client, ns2)
-        t0 = time.perf_counter()
-        bound_at: dict[str, float] = {}
-        bind_took: list[float] = []
+            # ---- Corral: one at a time -------------------------------------------------------
+            ns = "bench-seq"
+            make_ns(client, ns)
+            names = [f"p{i:02d}" for i in range(args.pods)]
+            for n in names:
+                client.create(unbound(n, ns))
+            watch = RunningWatch(client, ns)
+            latencies = []
+            for n in names:
+                t0 = time.perf_counter()
+                bind(client, ns, n, host.node_name)
+                watch.wait([n])
+                latencies.append(watch.seen[n] - t0)
+            watch.close()
+            delete_all(client, ns, names)
+            # Let the agent finish tearing those down before the burst competes with it.
+            pu.wait_for("sequential pods gone", lambda: not client.list("Pod", ns)[0], timeout=120)
+            time.sleep(3)
 
-        def bind_one(n: str) -> None:
-            bound_at[n] = time.perf_counter()
-            bind(client, ns2, n, host.node_name)
-            bind_took.append(time.perf_counter() - bound_at[n])
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(bind_one, burst_names))
-        watch.wait(burst_names, timeout=300)
-        burst_total = max(watch.seen.values()) - t0
-        burst_lat = [watch.seen[n] - bound_at[n] for n in burst_names]
-        watch.close()
-        delete_all(client, ns2, burst_names)
+            # ---- Corral: a burst ----------------------------------------------------------------
+            ns2 = "bench-burst"
+            make_ns(client, ns2)
+            burst_names = [f"b{i:02d}" for i in range(args.burst)]
+            for n in burst_names:
+                client.create(unbound(n, ns2))
+            watch = RunningWatch(client, ns2)
+            t0 = time.perf_counter()
+            bound_at: dict[str, float] = {}
+            bind_took: list[float] = []
 
-        say("## Pod start latency, one pod at a time")
-        say()
-        say("| what | latency |")
-        say("|---|---|")
-        say(f"| raw `podman run -d --network none` | {summary(raw_times)} |")
-        say(f"| raw podman-py create+start | {summary(py_times)} |")
-        say(f"| Corral bind -> Running (netns, veth, IP, container, status) | "
-            f"{summary(latencies)} |")
-        say()
-        margin = pct(latencies, 99) - pct(raw_times, 99)
-        say(f"Corral p99 - raw p99 = {margin:+.3f} s (target: at most +0.5 s); "
-            f"Kubernetes' SLO is 5 s.")
-        say()
-        say(f"## {args.burst} pods at once on one node")
-        say()
-        say("| what | total |")
-        say("|---|---|")
-        say(f"| raw `podman run -d`, 4 in parallel | {raw_burst:.2f} s |")
-        say(f"| Corral: {args.burst} binds at once -> all Running | {burst_total:.2f} s "
-            f"(per pod {summary(burst_lat)}) |")
-        say()
-        say(f"The binds themselves (get + update through the control plane, 8 at a time) "
-            f"took {summary(bind_took)}.")
-        say()
+            def bind_one(n: str) -> None:
+                bound_at[n] = time.perf_counter()
+                bind(client, ns2, n, host.node_name)
+                bind_took.append(time.perf_counter() - bound_at[n])
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(bind_one, burst_names))
+            watch.wait(burst_names, timeout=300)
+            burst_total = max(watch.seen.values()) - t0
+            burst_lat = [watch.seen[n] - bound_at[n] for n in burst_names]
+            watch.close()
+            delete_all(client, ns2, burst_names)
+
+            say("## Pod start latency, one pod at a time")
+            say()
+            say("| what | latency |")
+            say("|---|---|")
+            say(f"| raw `podman run -d --network none` | {summary(raw_times)} |")
+            say(f"| raw podman-py create+start | {summary(py_times)} |")
+            say(f"| Corral bind -> Running (netns, veth, IP, container, status) | "
+                f"{summary(latencies)} |")
+            say()
+            margin = pct(latencies, 99) - pct(raw_times, 99)
+            say(f"Corral p99 - raw p99 = {margin:+.3f} s (target: at most +0.5 s); "
+                f"Kubernetes' SLO is 5 s.")
+            say()
+            say(f"## {args.burst} pods at once on one node")
+            say()
+            say("| what | total |")
+            say("|---|---|")
+            say(f"| raw `podman run -d`, 4 in parallel | {raw_burst:.2f} s |")
+            say(f"| Corral: {args.burst} binds at once -> all Running | {burst_total:.2f} s "
+                f"(per pod {summary(burst_lat)}) |")
+            say()
+            say(f"The binds themselves (get + update through the control plane, 8 at a time) "
+                f"took {summary(bind_took)}.")
+            say()
 
         # ---- idle cost with N pods ---------------------------------------------------------
-        pu.wait_for("burst pods gone", lambda: not client.list("Pod", ns2)[0], timeout=120)
+        if not args.only_idle:
+            pu.wait_for("burst pods gone", lambda: not client.list("Pod", ns2)[0],
+                        timeout=120)
         ns3 = "bench-idle"
         make_ns(client, ns3)
         idle_names = [f"i{i:02d}" for i in range(args.idle_pods)]
