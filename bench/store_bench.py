@@ -82,10 +82,10 @@ def _instrument() -> None:
     node_cls._SyncObj__onMessageReceived = message  # type: ignore[attr-defined]
     apply = raft._Machine._apply
 
-    def applied(self: raft._Machine, fn: object) -> object:
+    def applied(self: raft._Machine, fn: object, *rest: object) -> object:
         if "ack" in _cur and "applied" not in _cur:
             _cur["applied"] = time.perf_counter()
-        return apply(self, fn)  # type: ignore[arg-type]
+        return apply(self, fn, *rest)  # type: ignore[arg-type]
 
     raft._Machine._apply = applied  # type: ignore[method-assign]
 

@@ -117,6 +117,8 @@ class Handler:
         """Fail fast (UNAVAILABLE) on a replica that cannot reach a majority, instead
         of letting the call wait out its deadline: the client then tries another
         replica at once. Stale reads skip this check."""
+        if self.store.has_quorum():
+            return
         st = self.store.local_status()
         if not st.has_quorum:
             raise Unavailable(f"replica {st.name} cannot reach a majority of the control "

@@ -226,6 +226,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def local_status(self) -> LocalStatus: ...
 
+    def has_quorum(self) -> bool:
+        """Whether this replica reaches a majority of the members now: what
+        `local_status().has_quorum` says, at the cost of one attribute read in
+        stores that keep it (every API call asks)."""
+        return self.local_status().has_quorum
+
     @abc.abstractmethod
     def members(self) -> builtins.list[MemberInfo]:
         """The registered members (each replica registers itself when it starts)."""

@@ -114,6 +114,7 @@ class DurableJournal(Journal):
         self._pending = bytearray()
         self._file_end = HEADER_SIZE  # bytes in the file (written, maybe not synced)
         self._unsynced = False  # written with pwrite but not yet fdatasync'ed
+        self._n_synced = 0  # leading entries known to be on stable storage
         self.stats = JournalStats()
         created = not os.path.exists(self._path)
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -122,6 +123,7 @@ class DurableJournal(Journal):
             os.fsync(self._fd)
             fsync_dir(self._dir)
         self._load()
+        self._n_synced = len(self._entries)
         self._term, self._voted_for, self._commit = self._load_meta()
         self._meta_dirty = False
 
@@ -196,6 +198,7 @@ class DurableJournal(Journal):
         self._entries.clear()
         self._offsets.clear()
         self._pending.clear()
+        self._n_synced = 0
         self._truncate_file(HEADER_SIZE)
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
@@ -206,6 +209,7 @@ class DurableJournal(Journal):
         off = self._offsets[entryFrom]
         del self._entries[entryFrom:]
         del self._offsets[entryFrom:]
+        self._n_synced = min(self._n_synced, entryFrom)
         if off >= self._file_end:
             del self._pending[off - self._file_end :]
             return
@@ -239,6 +243,7 @@ class DurableJournal(Journal):
         self._fd = fd
         self._entries = keep
         self._offsets = offsets
+        self._n_synced = len(keep)
         self._pending.clear()
         self._file_end = len(buf)
         self._unsynced = False
@@ -299,10 +304,16 @@ class DurableJournal(Journal):
     def last_index(self) -> int:
         return self._entries[-1][1] if self._entries else 0
 
+    @property
+    def synced_index(self) -> int:
+        """The index of the last entry on stable storage (0: none)."""
+        return self._entries[self._n_synced - 1][1] if self._n_synced else 0
+
     def sync(self) -> bool:
         """Write what is buffered and fdatasync once (group commit). True if it synced."""
         if not self._pending and not self._unsynced:
             return False
+        n_entries = len(self._entries)
         if self._pending:
             n = len(self._pending)
             _write_all(self._fd, self._pending, self._file_end)
@@ -311,6 +322,7 @@ class DurableJournal(Journal):
             self._pending.clear()
         os.fdatasync(self._fd)
         self._unsynced = False
+        self._n_synced = n_entries
         self.stats.syncs += 1
         return True
 

@@ -104,7 +104,10 @@ class _Machine(SyncObjConsumer):
         self.lock = lock
         self.hub = hub
 
-    def _apply(self, fn: Callable[[], Any]) -> tuple[str, Any]:
+    def _apply(self, fn: Callable[[], Any], kind: str = "") -> tuple[str, Any]:
+        """`kind`: the only kind a one-revision write of this command can touch
+        (watchers of it are woken without scanning the history); "" for commands
+        that may touch several (a namespace cascade)."""
         # Never raise out of a replicated command: pysyncobj would retry the
         # entry on every tick. Errors are results.
         with self.lock:
@@ -117,7 +120,10 @@ class _Machine(SyncObjConsumer):
                 log.exception("store: applying a command failed")
                 return ("err", ("Internal", f"the store failed to apply a write: {e!r}"))
             finally:
-                if self.state.revision != before:
+                after = self.state.revision
+                if after == before + 1 and kind:
+                    self.hub.notify((kind,))
+                elif after != before:
                     events, _ = self.state.events_after(before, None, 1 << 30)
                     self.hub.notify(ev.record.kind for ev in events)
 
@@ -126,12 +132,16 @@ class _Machine(SyncObjConsumer):
         self, change: tuple[Any, ...], expect: int | None, require_namespace: str, request_id: str
     ) -> tuple[str, Any]:
         return self._apply(
-            lambda: self.state.put(Change(*change), expect, require_namespace, request_id)
+            lambda: self.state.put(Change(*change), expect, require_namespace, request_id),
+            change[0],
         )
 
     @replicated
     def _cmd_delete(self, key: Key, expect: int | None, request_id: str) -> tuple[str, Any]:
-        return self._apply(lambda: self.state.delete(tuple(key), expect, request_id))  # type: ignore[arg-type]
+        # A Namespace delete through here cascades like delete_namespace: no kind hint.
+        hint = key[0] if key[0] != NAMESPACE_KIND else ""
+        return self._apply(lambda: self.state.delete(tuple(key), expect, request_id),  # type: ignore[arg-type]
+                           hint)
 
     @replicated
     def _cmd_delete_namespace(
@@ -306,8 +316,9 @@ class RaftStore(base.Store):
 
     def _check_size(self, change: Change) -> None:
         limit = self.config.tuning.max_command_bytes
-        # An upper bound of the pickled command without pickling it twice: protocol 2
-        # stores bytes as latin-1 text, up to two bytes per byte.
+        # An upper bound of the pickled command without pickling it twice: two bytes
+        # per byte covers pickle protocol 2 (bytes as latin-1 text), which members
+        # of earlier builds still write; protocol 4 (raftwire.py) stores them as is.
         size = 2 * len(change.data) + 1024 + sum(
             len(a) + len(b) for a, b in (*change.labels, *change.fields)
         ) + sum(len(t) for t in change.unique)
@@ -466,6 +477,9 @@ class RaftStore(base.Store):
                 "read_rounds": self._node.read_rounds(),
             },
         )
+
+    def has_quorum(self) -> bool:
+        return self._node.status.has_quorum
 
     def members(self) -> builtins.list[MemberInfo]:
         with self._lock:

@@ -41,6 +41,11 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
    follower applies, answers its client and serves reads without waiting for
    the next heartbeat). A pipe wakes the tick thread when a command is
    queued, since pysyncobj only creates its own pipe when batching is off.
+   What a poll brings is acted on right after it (`_after_poll`), not one
+   tick later: the leader advances its commit index from the
+   acknowledgements (counting itself only up to its synced index), every
+   replica applies what is committed, and commands queued meanwhile are
+   appended (leader) or forwarded (follower).
 5. Fewer messages for writes sent to a follower: it forwards all the commands
    queued in a tick in one message, and the leader answers all of a tick's
    forwarded commands in one message per follower (pysyncobj: one message
@@ -350,10 +355,50 @@ class RaftNode(SnapshotMixin, SyncObj):
         self._durable_point()
         self._reads.start()
         self._pre_vote_gate()
-        SyncObj._onTick(self, timeToWait)
+        SyncObj._onTick(self, timeToWait)  # ends in the poll that delivers messages
         self._durable_point()
+        self._after_poll()
         self._release_apply_waiters()
         self._refresh_status()
+
+    def _after_poll(self) -> None:
+        """Act on what the poll brought at once rather than in the next tick (which
+        first reruns pysyncobj's timers and bookkeeping): commit and apply what the
+        acknowledgements allow, apply what the leader says is committed, and append
+        (leader) or forward (follower) the commands queued meanwhile."""
+        leader = self._SyncObj__raftState == _LEADER
+        if leader:
+            self._advance_commit()
+        if (self._SyncObj__raftCommitIndex > self._SyncObj__raftLastApplied
+                and self._SyncObj__applyLogEntries() and self._SyncObj__raftState == _LEADER):
+            self._SyncObj__sendAppendEntries()  # followers learn the commit now
+        if self._SyncObj__commandsQueue._FastQueue__queue and (
+                leader or self._SyncObj__raftLeader is not None):
+            self._checkCommandsToApply()
+
+    def _advance_commit(self) -> None:
+        """Leader: the commit index Raft allows now (§5.3, §5.4.2): the highest index a
+        majority holds on stable storage, if its entry is of the current term.
+
+        This leader counts only up to its own synced index, so the rule stays right
+        whenever it runs; pysyncobj's own loop (next tick) counts the leader for its
+        whole log, which is right there because every tick syncs before it."""
+        journal = self._journal
+        commit = self._SyncObj__raftCommitIndex
+        if journal.last_index <= commit:
+            return
+        match = self._SyncObj__raftMatchIndex
+        held = sorted([journal.synced_index, *(match.get(n, 0) for n in
+                                                self._SyncObj__otherNodes)], reverse=True)
+        index = held[len(held) // 2]  # what a majority (n // 2 + 1 members) holds
+        if index <= commit:
+            return
+        entry = journal[index - journal[0][1]]
+        if entry[2] != self._SyncObj__raftCurrentTerm:
+            return  # older terms' entries commit only under one of this term (§5.4.2)
+        self._SyncObj__raftCommitIndex = index
+        self._SyncObj__leaderCommitIndex = index
+        journal.setRaftCommitIndex(index)
 
     def _durable_point(self) -> None:
         self._journal.sync()

@@ -120,17 +120,20 @@ def check_change(change: object) -> Change:
         raise Invalid(f"must be a string, got {change.namespace!r}", "change.namespace")
     if not isinstance(change.data, bytes):
         raise Invalid(f"must be bytes, got {type(change.data).__name__}", "change.data")
-    for field in ("labels", "fields"):
-        pairs = getattr(change, field)
-        if not isinstance(pairs, tuple) or not all(
-            isinstance(p, tuple) and len(p) == 2 and all(isinstance(s, str) for s in p)
-            for p in pairs
-        ):
+    # Plain loops: this runs for every write on every replica (at apply too).
+    for field, pairs in (("labels", change.labels), ("fields", change.fields)):
+        if type(pairs) is not tuple:
             raise Invalid("must be a tuple of (str, str) pairs", f"change.{field}")
-    if not isinstance(change.unique, tuple) or not all(
-        isinstance(t, str) and t for t in change.unique
-    ):
+        for p in pairs:
+            if type(p) is not tuple or len(p) != 2 or type(p[0]) is not str \
+                    or type(p[1]) is not str:
+                raise Invalid("must be a tuple of (str, str) pairs", f"change.{field}")
+    unique = change.unique
+    if type(unique) is not tuple:
         raise Invalid("must be a tuple of non-empty strings", "change.unique")
+    for t in unique:
+        if type(t) is not str or not t:
+            raise Invalid("must be a tuple of non-empty strings", "change.unique")
     return change
 
 
