@@ -23,6 +23,9 @@ implements the same `pysyncobj.journal.Journal` interface with:
   fsynced. The folder is fsynced first too: that makes the snapshot's own
   rename (done by pysyncobj just before) durable before any entry it covers
   is dropped;
+- the commit index in the header, rewritten (unsynced) at every change: it
+  survives a process kill, so a restarted replica applies what it knew
+  committed without waiting for a leader;
 - term/vote metadata (and the commit index) in `<journal>.meta`: written to a
   temporary file, fsynced, renamed, folder fsynced, before `setCurrentTerm`
   returns, i.e. before pysyncobj sends a vote or a vote request.
@@ -46,7 +49,8 @@ from pysyncobj.journal import Journal
 log = logging.getLogger(__name__)
 
 MAGIC = b"CORRALJ\x01"
-HEADER_SIZE = 16  # MAGIC + 8 reserved bytes
+HEADER_SIZE = 16  # MAGIC + the commit index (u64; 0 in journals written before it was kept)
+_COMMIT = struct.Struct("<Q")
 _REC = struct.Struct("<IIQQ")  # command length, crc32, index, term
 _CRC_FIELDS = struct.Struct("<IQQ")
 MAX_COMMAND = 1 << 30
@@ -125,6 +129,7 @@ class DurableJournal(Journal):
         self._load()
         self._n_synced = len(self._entries)
         self._term, self._voted_for, self._commit = self._load_meta()
+        self._commit = max(self._commit, self._header_commit)
         self._meta_dirty = False
 
     # ---- loading ---------------------------------------------------------------------
@@ -136,6 +141,7 @@ class DurableJournal(Journal):
                 f"{self._path} is not a Corral journal (bad header); move it away to start "
                 f"this replica empty, it will catch up from the others"
             )
+        self._header_commit = _COMMIT.unpack_from(data, len(MAGIC))[0]
         off = HEADER_SIZE
         prev: Entry | None = None
         reason = ""
@@ -225,7 +231,7 @@ class DurableJournal(Journal):
         # just before; make that rename durable before the entries go.
         fsync_dir(self._dir)
         tmp = self._path + ".compact"
-        buf = bytearray(MAGIC + bytes(HEADER_SIZE - len(MAGIC)))
+        buf = bytearray(MAGIC + _COMMIT.pack(self._commit))
         offsets = []
         for command, idx, term in keep:
             offsets.append(len(buf))
@@ -271,6 +277,13 @@ class DurableJournal(Journal):
         if raftCommitIndex != self._commit:
             self._commit = raftCommitIndex
             self._meta_dirty = True
+            # Into the header at once, unsynced: it survives a process kill, so a
+            # replica restarted after one (even all of them at once) applies every
+            # write it knew committed before it hears from a leader. A power loss may
+            # lose it (the metadata's copy, synced once a second, lags at most that
+            # much); either way it is only a hint that entries up to it are committed,
+            # true when written, and never read beyond the entries actually loaded.
+            os.pwrite(self._fd, _COMMIT.pack(raftCommitIndex), len(MAGIC))
 
     def getRaftCommitIndex(self) -> int:
         # Never claim entries this journal does not hold (e.g. a dropped torn tail).
