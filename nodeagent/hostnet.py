@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
+from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nodeagent.ipam import gateway

@@ -58,11 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    from nodeagent import lean
+
+    # Before pyroute2 is imported and threads start (lean.py). CORRAL_AGENT_LEAN=0
+    # leaves it out, to measure what it saves (bench/agent_bench.py).
+    leaner = lean.apply() if os.environ.get("CORRAL_AGENT_LEAN", "1") != "0" else []
     from nodeagent.agent import Agent  # heavy imports after the config is known good
 
     # After the import: pyroute2 resets its logger's level when it is imported.
     for noisy in ("urllib3", "podman", "pyroute2", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    log.debug("memory: %s", ", ".join(leaner) or "nothing changed")
 
     done = threading.Event()
     starting = True

@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
+from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nodeagent import netns

@@ -631,3 +631,53 @@ def test_fencing_config_defaults_and_bounds() -> None:
         parse(dict(BASE, fencing={"grace": -1}))
     with pytest.raises(ConfigError, match=r"^fencing.when: unknown key"):
         parse(dict(BASE, fencing={"when": 1}))
+
+
+# ---- memory: what the agent process leaves out (nodeagent/lean.py) -----------------------------
+LEAN_CHECK = r"""
+import ast, importlib.util, json, os, sys, warnings
+warnings.simplefilter("error")  # no warning may escape (requests' is filtered by lean)
+from nodeagent import lean
+done = lean.apply()
+import nodeagent.agent
+import requests
+from pyroute2.iproute.linux import IPRoute
+
+base = os.path.dirname(importlib.util.find_spec("pyroute2").origin)
+needs_root = []
+for name, mod in list(sys.modules.items()):
+    if name.startswith("pyroute2.") and getattr(mod, "__file__", None):
+        with open(mod.__file__) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "pyroute2" and not node.level:
+                needs_root += [f"{name}: {a.name}" for a in node.names
+                               if not os.path.exists(os.path.join(base, a.name))
+                               and not os.path.exists(os.path.join(base, a.name + ".py"))]
+with IPRoute() as ip:
+    links = len(ip.get_links())
+r = requests.models.Response()
+r._content = "grüße".encode()
+print(json.dumps({"done": done, "needs_root": needs_root, "links": links, "text": r.text,
+                  "root_init_ran": hasattr(sys.modules["pyroute2"], "IPRoute"),
+                  "loaded": [m for m in ("rich", "charset_normalizer", "pyroute2.ndb")
+                             if sys.modules.get(m) is not None]}))
+"""
+
+
+def test_lean_agent_imports_work_without_what_they_leave_out() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", LEAN_CHECK], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["done"] == ["pyroute2 imported without its __init__",
+                           "optional rich.progress not imported",
+                           "optional charset_normalizer not imported",
+                           "at most 2 malloc arenas"]
+    assert got["needs_root"] == [], "a pyroute2 module the agent loads needs the package __init__"
+    assert not got["root_init_ran"] and got["loaded"] == []
+    assert got["links"] >= 1  # netlink works (at least loopback)
+    assert got["text"] == "grüße"  # requests falls back to UTF-8 without a detector

@@ -1,0 +1,94 @@
+"""Use less memory: what the agent process does before it imports its libraries.
+
+Measured on this machine (RSS of `import nodeagent.agent`, bench/RESULTS-agent.md):
+
+- pyroute2's package `__init__` imports every protocol module it has (NDB, IPDB,
+  IPSet, WireGuard, nl80211, ...; about 380 modules) although the agent uses only
+  `pyroute2.iproute.linux.IPRoute` and `pyroute2.netlink.exceptions`. Python runs a
+  package's `__init__` before any of its submodules, so `skip_package_init`
+  registers the package module made from its spec *without executing it*; the
+  submodules then import as usual (they import each other by full name, never
+  through names the package `__init__` defines). About 5 MiB less.
+- podman-py's images manager imports `rich.progress` if it can, for the progress
+  bar of `images.pull(progress_bar=True)`, and otherwise carries on without it.
+  The agent pulls through the libpod endpoint itself (runtime.py) and never asks
+  for a progress bar; rich is installed for the `corral` CLI. `block_optional`
+  makes that import fail as if rich were absent: about 2 MiB less.
+- requests imports charset_normalizer (with its codec tables) to guess the text
+  encoding of responses that name none, and falls back to UTF-8 without it
+  (`Response.apparent_encoding`). Podman's API speaks JSON in UTF-8 and the agent
+  reads it with `.json()`/`.content`: blocked as well, about 3 MiB less. requests
+  warns once at import that no detector is installed; that one warning is
+  filtered out.
+- glibc gives each thread that allocates an arena of its own, up to 8 per core;
+  the agent runs ~60 threads (one per pod) that are idle nearly always, and each
+  arena keeps its freed memory. `limit_malloc_arenas` caps them at 2 (what
+  MALLOC_ARENA_MAX=2 does, set with mallopt so no wrapper script is needed):
+  about 1.2 MiB less with 20 pods. Python's own small-object allocator is not
+  affected; contention for the two arenas is nil on an idle agent.
+- Tried and dropped: loading `unittest.mock` lazily (pyroute2's iprsocket imports
+  it for its netlink mock mode) saves nothing, because that module calls
+  `mock.Mock()` in a class body at import time.
+
+Only `main` calls `apply()`, first thing (before anything imports pyroute2 and
+before any thread starts). A process that imported these libraries already (a
+test) keeps them whole; nodeagent imports only pyroute2's submodules, so it works
+either way. tests/agent/test_unit_parts.py checks, in a fresh interpreter, that
+none of the pyroute2 modules the agent loads needs a name from the package
+`__init__`, and that the agent imports without rich and charset_normalizer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import sys
+import warnings
+
+SKIP_INIT = ("pyroute2",)
+# Optional imports of libraries that carry on without them (see above).
+BLOCK_OPTIONAL = ("rich.progress", "charset_normalizer")
+_NO_DETECTOR = "Unable to find acceptable character detection dependency"
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc malloc.h
+
+
+def skip_package_init(name: str) -> bool:
+    """Register package `name` without running its __init__; False if already imported
+    (or not installed)."""
+    if name in sys.modules:
+        return False
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        return False
+    sys.modules[name] = importlib.util.module_from_spec(spec)
+    return True
+
+
+def block_optional(name: str) -> bool:
+    """Make `import name` raise ImportError (None in sys.modules means "not found");
+    False if it is imported already."""
+    if name in sys.modules:
+        return False
+    sys.modules[name] = None  # type: ignore[assignment]
+    return True
+
+
+def limit_malloc_arenas(count: int) -> bool:
+    """mallopt(M_ARENA_MAX, count); False where there is no glibc."""
+    try:
+        # dlopen(NULL): the process's own symbols, libc's among them.
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, count))
+    except (OSError, AttributeError):
+        return False
+
+
+def apply() -> list[str]:
+    """Returns what was changed (for the debug log)."""
+    done = [f"{n} imported without its __init__" for n in SKIP_INIT if skip_package_init(n)]
+    done += [f"optional {n} not imported" for n in BLOCK_OPTIONAL if block_optional(n)]
+    if sys.modules.get("charset_normalizer", False) is None:
+        warnings.filterwarnings("ignore", message=_NO_DETECTOR)
+    if limit_malloc_arenas(MALLOC_ARENAS):
+        done.append(f"at most {MALLOC_ARENAS} malloc arenas")
+    return done
