@@ -21,7 +21,7 @@ shared with other work loads both alike.
 
 Usage (repository root):
     .venv/bin/python bench/controlplane_bench.py [--writes 1000] [--seconds 10]
-        [--failovers 3] [--only corral|etcd] [--markdown FILE]
+        [--failovers 3] [--only corral|etcd] [--markdown FILE] [--baseline TREE]
 
 Prints a Markdown table (and writes it to --markdown if given). Every process
 it starts is stopped by PID, also on failure.
@@ -30,14 +30,16 @@ it starts is stopped by PID, also on failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ def etcd_writer(endpoints: list[str], timeout: float = 10.0) -> tuple[Callable[[
     return write, client.close
 
 
-WRITERS = {"corral": corral_writer, "etcd": etcd_writer}
+WRITERS = {"corral": corral_writer, "corral-base": corral_writer, "etcd": etcd_writer}
 
 
 def sequential(system: str, endpoint: str, n: int, tag: str) -> list[float]:
@@ -217,12 +219,31 @@ def failover_round(system: str, endpoints: list[str],
 
 
 class Corral:
-    """The Corral side: three replicas, leader/follower endpoints, kill and restart."""
+    """The Corral side: three replicas, leader/follower endpoints, kill and restart.
+    With `tree`, the replicas run the code of that source tree (PYTHONPATH) instead
+    of this checkout's: an earlier commit measured beside this one in the same run."""
 
     name = "corral"
 
-    def __init__(self, root: Path) -> None:
-        self.cluster = Cluster(root / "corral", 3)
+    def __init__(self, root: Path, tree: str = "") -> None:
+        self.tree = tree
+        with self._code():
+            self.cluster = Cluster(root / self.name, 3)
+
+    @contextlib.contextmanager
+    def _code(self) -> Iterator[None]:
+        if not self.tree:
+            yield
+            return
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = self.tree  # replicas inherit the environment
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
 
     def endpoints(self) -> list[str]:
         return self.cluster.endpoints
@@ -233,11 +254,23 @@ class Corral:
 
     def prepare_kill(self) -> Callable[[], None]:
         victim = self.cluster.leader()
-        self.restart = lambda: (victim.start(), self.cluster.wait_ready())
+
+        def restart() -> None:
+            with self._code():
+                victim.start()
+            self.cluster.wait_ready()
+
+        self.restart = restart
         return victim.kill
 
     def close(self) -> None:
         self.cluster.close()
+
+
+class CorralBaseline(Corral):
+    """Corral at an earlier commit (`--baseline TREE`), beside the current one."""
+
+    name = "corral-base"
 
 
 class Etcd:
@@ -303,7 +336,7 @@ def run(systems: list[Any], args: argparse.Namespace) -> dict[str, dict[str, Any
 
 
 def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
-    systems = [s for s in ("corral", "etcd") if s in results]
+    systems = [s for s in ("corral", "corral-base", "etcd") if s in results]
     head = "| | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems) + "\n"
     rows = []
 
@@ -348,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="throughput rounds per system")
     p.add_argument("--only", choices=sorted(WRITERS))
     p.add_argument("--markdown", help="also write the table to this file")
+    p.add_argument("--baseline", metavar="TREE", default="",
+                   help="also run Corral from this source tree (e.g. `git archive COMMIT | "
+                        "tar -x -C TREE`), as the column corral-base")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = p.parse_args(argv)
     if args.cmd == "worker":
@@ -355,11 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     systems: list[Any] = []
     try:
-        for cls in (Corral, Etcd):
+        for cls in (Corral, CorralBaseline, Etcd):
             if args.only and args.only != cls.name:
                 continue
+            if cls is CorralBaseline and not args.baseline:
+                continue
             print(f"starting {cls.name} ...", file=sys.stderr, flush=True)
-            systems.append(cls(root))
+            systems.append(cls(root, args.baseline) if cls is CorralBaseline else cls(root))
         print("measuring ...", file=sys.stderr, flush=True)
         results = run(systems, args)
     finally:

@@ -356,7 +356,7 @@ class RaftStore(base.Store):
                 self._waiters.add(waiter)
             try:
                 method(*args, callback=waiter.done)
-                self._node.wake()
+                self._node.submit()
                 answered = waiter.event.wait(left)
             finally:
                 with self._waiters_lock:

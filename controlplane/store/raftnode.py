@@ -46,6 +46,9 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
    acknowledgements (counting itself only up to its synced index), every
    replica applies what is committed, and commands queued meanwhile are
    appended (leader) or forwarded (follower).
+   A writer thread that queues a command while the tick thread waits in
+   poll() appends and sends it (leader) or forwards it (follower) itself
+   (`submit()`), instead of waking the tick thread to do it.
 5. Fewer messages for writes sent to a follower: it forwards all the commands
    queued in a tick in one message, and the leader answers all of a tick's
    forwarded commands in one message per follower (pysyncobj: one message
@@ -70,10 +73,14 @@ version is pinned and checked at import (`PINNED_PYSYNCOBJ`).
    event: elected, lost leadership, peer unreachable / reachable again,
    snapshot taken, sent or installed.
 
-Threading: one tick thread (`start()`) runs every pysyncobj callback, every
-replicated command and every journal call; `wake()`, `read_index()` and
-`wait_applied()` may be called from any thread. `status` is an immutable
-snapshot refreshed by the tick thread each tick, safe to read anywhere.
+Threading: one tick thread (`start()`) runs every pysyncobj callback and every
+replicated command, holding `_tick_lock` except while it blocks in poll().
+A writer thread that queued a command (`submit()`) and finds the lock free
+appends and sends it itself (or forwards it, on a follower), saving a thread
+hand-off; nothing else of pysyncobj runs outside the tick thread. `wake()`,
+`submit()`, `read_index()` and `wait_applied()` may be called from any thread.
+`status` is an immutable snapshot refreshed by the tick thread each tick, safe
+to read anywhere.
 """
 
 from __future__ import annotations
@@ -83,6 +90,7 @@ import itertools
 import logging
 import os
 import random
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -94,6 +102,7 @@ import pysyncobj.pickle as sync_pickle
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer
 from pysyncobj.monotonic import monotonic as sync_monotonic
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from controlplane.store import prevote, snapshotfile
@@ -231,6 +240,10 @@ class RaftNode(SnapshotMixin, SyncObj):
         self._SyncObj__votedForNodeId = journal.getVotedForNodeId()
         self._SyncObj__raftCommitIndex = journal.getRaftCommitIndex()
         self._notifier = PipeNotifier(self._poller)
+        # Held by whichever thread runs Raft code: the tick thread, except while it
+        # waits in poll(), and a writer thread that found it free (submit()).
+        self._tick_lock = threading.Lock()
+        self._poller.poll = self._poll_unlocked
         transport = self._SyncObj__transport
         raw_send = transport.send
         self._reads = ReadIndex(
@@ -319,7 +332,8 @@ class RaftNode(SnapshotMixin, SyncObj):
             self._apply_waiters.clear()
         if self._snap_thread is not None:
             self._snap_thread.join(timeout)
-        self.destroy()  # autoTick=False: closes sockets and the journal right here
+        with self._tick_lock:  # a writer thread may be in submit()
+            self.destroy()  # autoTick=False: closes sockets and the journal right here
         self._close_snapshot_sends()
         for fd in (self._notifier._PipeNotifier__pipeR, self._notifier._PipeNotifier__pipeW):
             try:
@@ -334,10 +348,57 @@ class RaftNode(SnapshotMixin, SyncObj):
         except (BlockingIOError, OSError):
             pass  # the pipe is full: the tick thread has wakeups pending anyway
 
+    def submit(self) -> None:
+        """A command was queued (any thread). If the tick thread is waiting in its
+        poll, append and send it (leader) or forward it (follower) right here: the
+        write skips one thread hand-off, and the tick thread's poll then delivers
+        the answers. Otherwise wake the tick thread."""
+        if not self._stop.is_set() and self._tick_lock.acquire(blocking=False):
+            try:
+                if self._thread is not None and not self._stop.is_set() and (
+                        self._SyncObj__raftState == _LEADER
+                        or self._SyncObj__raftLeader is not None):
+                    self._checkCommandsToApply()
+                    self._durable_point()
+                    return
+            except Exception:  # the tick thread retries whatever is left
+                log.exception("raft %s: submitting from a writer thread failed", self.address)
+            finally:
+                self._tick_lock.release()
+        self.wake()
+
+    def _poll_unlocked(self, timeout: float) -> None:
+        """pysyncobj's PollPoller.poll with the tick lock released while it blocks."""
+        poller = self._poller
+        lock = self._tick_lock
+        # Held here by the tick thread (`_run`); a test driving doTick() by hand
+        # holds nothing.
+        held = lock.locked()
+        if held:
+            lock.release()
+        try:
+            events = poller._PollPoller__poll.poll(timeout * 1000)
+        finally:
+            if held:
+                lock.acquire()
+        callbacks = poller._PollPoller__descrToCallbacks
+        for descr, event in events:
+            mask = 0
+            if event & select.POLLIN:
+                mask |= POLL_EVENT_TYPE.READ
+            if event & select.POLLOUT:
+                mask |= POLL_EVENT_TYPE.WRITE
+            if event & (select.POLLERR | select.POLLHUP):
+                mask |= POLL_EVENT_TYPE.ERROR
+            callback = callbacks.get(descr)
+            if callback is not None:  # unsubscribed by an earlier callback of this poll
+                callback(descr, mask)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.doTick(self._tuning.tick_wait)
+                with self._tick_lock:
+                    self.doTick(self._tuning.tick_wait)
             except Exception:
                 log.exception("raft %s: tick failed; retrying", self.address)
                 time.sleep(self._tuning.tick_wait)
