@@ -538,8 +538,11 @@ class PodWorker:
             self.update(None)
             return None
         self._confirmed_gen = generation
+        if fresh.metadata.HasField("deletion_timestamp"):
+            self.update(fresh)  # being deleted meanwhile: terminate it, start nothing
+            return None
         log.info("pod %s: still bound here after the fence: resuming", self._describe(pod))
-        self.update(fresh)
+        self.kick()
         return None
 
     def _stop_all(self, live: list[ContainerRecord], grace: int) -> list[str]:
