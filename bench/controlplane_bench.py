@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -44,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil
 
 from bench.etcd3 import EtcdClient, EtcdCluster
 from corral.client import Client
@@ -134,23 +137,40 @@ def worker_main(args: argparse.Namespace) -> int:
         th.start()
     time.sleep(args.warmup)
     base = sum(counts)
+    window = [time.time()]
     time.sleep(args.seconds)
     done = sum(counts) - base
+    window.append(time.time())
     stop.set()
     for th in threads:
         th.join(30)
     all_lat = [x for xs in lat for x in xs]
     print(json.dumps({"writes": done, "errors": sum(errors), "p50": pct(all_lat, 0.5),
-                      "p99": pct(all_lat, 0.99)}))
+                      "p99": pct(all_lat, 0.99), "window": window}))
     return 0
 
 
-def throughput(system: str, endpoints: list[str], seconds: float, procs: int = 4,
-               threads: int = 4) -> dict[str, float]:
+def throughput(system: str, endpoints: list[str], seconds: float, pids: list[int],
+               procs: int = 4, threads: int = 4) -> dict[str, float]:
+    """Writes/s of 16 clients, and the servers' CPU per write over the clients'
+    measured window (`pids`: the server processes, sampled every 0.1 s)."""
     cmd = [sys.executable, __file__, "worker", "--system", system, "--endpoints",
            ",".join(endpoints), "--threads", str(threads), "--seconds", str(seconds),
            "--warmup", "2"]
-    running = []
+    samples: list[tuple[float, float]] = []
+    client_samples: list[tuple[float, float]] = []
+    running: list[subprocess.Popen[str]] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            now = time.time()
+            samples.append((now, server_cpu(pids)))
+            client_samples.append((now, server_cpu([p.pid for p in running])))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     for p in range(procs):
         # Each client process starts on a different member, as real clients spread.
         mine = endpoints[p % len(endpoints):] + endpoints[:p % len(endpoints)]
@@ -161,10 +181,41 @@ def throughput(system: str, endpoints: list[str], seconds: float, procs: int = 4
     for p in running:
         out, _ = p.communicate(timeout=seconds + 120)
         results.append(json.loads(out.strip().splitlines()[-1]))
+    sampling.set()
+    sampler.join(5)
     writes = sum(r["writes"] for r in results)
+    # The window every client was measuring in; CPU interpolated at its ends.
+    start = max(r["window"][0] for r in results)
+    end = min(r["window"][1] for r in results)
+    cpu_ms = client_ms = float("nan")
+    if end > start and writes:
+        per_s = writes / seconds
+        cpu_ms = (_at(samples, end) - _at(samples, start)) / (end - start) / per_s * 1000
+        client_ms = ((_at(client_samples, end) - _at(client_samples, start))
+                     / (end - start) / per_s * 1000)
     return {"per_s": writes / seconds, "errors": sum(r["errors"] for r in results),
             "p50": statistics.median(r["p50"] for r in results),
-            "p99": max(r["p99"] for r in results)}
+            "p99": max(r["p99"] for r in results), "cpu_ms": cpu_ms, "client_ms": client_ms}
+
+
+def _at(samples: list[tuple[float, float]], t: float) -> float:
+    """The sampled counter at time t, linearly interpolated."""
+    for (t0, v0), (t1, v1) in itertools.pairwise(samples):
+        if t0 <= t <= t1:
+            return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v0
+    return samples[-1][1] if samples and t > samples[-1][0] else samples[0][1]
+
+
+def server_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the given processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 # ---- failover -------------------------------------------------------------------------
@@ -248,6 +299,9 @@ class Corral:
     def endpoints(self) -> list[str]:
         return self.cluster.endpoints
 
+    def pids(self) -> list[int]:
+        return [r.pid for r in self.cluster.replicas if r.pid is not None and r.running]
+
     def leader_follower(self) -> tuple[str, str]:
         leader = self.cluster.leader()
         return leader.api_address, self.cluster.followers()[0].api_address
@@ -283,6 +337,9 @@ class Etcd:
     def endpoints(self) -> list[str]:
         return self.etcd.endpoints
 
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.etcd.procs.values() if p.poll() is None]
+
     def leader_follower(self) -> tuple[str, str]:
         leader = self.etcd.leader()
         follower = next(n for n in self.etcd.names if n != leader)
@@ -317,7 +374,8 @@ def run(systems: list[Any], args: argparse.Namespace) -> dict[str, dict[str, Any
                                                              f"{where[0]}{b}")
     for _ in range(args.rounds):
         for sys_ in systems:
-            res[sys_.name]["tp"].append(throughput(sys_.name, sys_.endpoints(), args.seconds))
+            res[sys_.name]["tp"].append(
+                throughput(sys_.name, sys_.endpoints(), args.seconds, sys_.pids()))
     for _ in range(args.failovers):
         for sys_ in systems:
             res[sys_.name]["failover"].append(
@@ -331,6 +389,8 @@ def run(systems: list[Any], args: argparse.Namespace) -> dict[str, dict[str, Any
             "errors": sum(t["errors"] for t in tps),
             "p50": statistics.median(t["p50"] for t in tps),
             "p99": max(t["p99"] for t in tps),
+            "cpu_ms": statistics.mean(t["cpu_ms"] for t in tps),
+            "client_ms": statistics.mean(t["client_ms"] for t in tps),
         }
     return res
 
@@ -353,6 +413,8 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
     row("16 clients: p50 / p99 latency (ms)",
         lambda r: f"{r['throughput']['p50']:.1f} / {r['throughput']['p99']:.1f}")
     row("16 clients: failed writes", lambda r: f"{r['throughput']['errors']}")
+    row("16 clients: CPU per write, servers (3 members) / clients (ms)",
+        lambda r: f"{r['throughput']['cpu_ms']:.2f} / {r['throughput']['client_ms']:.2f}")
     row("failover, leader SIGKILL to next ack (s), each round",
         lambda r: ", ".join(f"{x:.2f}" for x in r["failover"]))
     row("failover median (s)", lambda r: f"{statistics.median(r['failover']):.2f}")
