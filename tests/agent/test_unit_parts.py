@@ -3,6 +3,7 @@ DNS files, projected files, container rendering, probes, PLEG diff, routes, usag
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -14,7 +15,17 @@ import pytest
 from google.protobuf import struct_pb2
 
 from corral.v1 import core_pb2
-from nodeagent import atomicwriter, containerspec, dnsfiles, envvars, hostnet, pleg, probes, usage
+from nodeagent import (
+    atomicwriter,
+    containerspec,
+    dnsfiles,
+    envvars,
+    hostnet,
+    lean,
+    pleg,
+    probes,
+    usage,
+)
 from nodeagent.config import ConfigError, load, parse
 from nodeagent.ipam import Ipam, IpamError, next_free
 from nodeagent.records import RUNNING, ContainerRecord, from_podman
@@ -658,9 +669,12 @@ with IPRoute() as ip:
     links = len(ip.get_links())
 r = requests.models.Response()
 r._content = "grüße".encode()
+import hashlib
+sha = [hashlib.sha256(b"corral").hexdigest(), hashlib.sha1(b"corral").hexdigest()]
 print(json.dumps({"done": done, "needs_root": needs_root, "links": links, "text": r.text,
+                  "sha": sha,
                   "root_init_ran": hasattr(sys.modules["pyroute2"], "IPRoute"),
-                  "loaded": [m for m in ("rich", "charset_normalizer", "pyroute2.ndb")
+                  "loaded": [m for m in ("rich", "charset_normalizer", "pyroute2.ndb", "_hashlib")
                              if sys.modules.get(m) is not None]}))
 """
 
@@ -676,8 +690,40 @@ def test_lean_agent_imports_work_without_what_they_leave_out() -> None:
     assert got["done"] == ["pyroute2 imported without its __init__",
                            "optional rich.progress not imported",
                            "optional charset_normalizer not imported",
+                           "optional _hashlib not imported",
                            "at most 2 malloc arenas"]
     assert got["needs_root"] == [], "a pyroute2 module the agent loads needs the package __init__"
     assert not got["root_init_ran"] and got["loaded"] == []
     assert got["links"] >= 1  # netlink works (at least loopback)
     assert got["text"] == "grüße"  # requests falls back to UTF-8 without a detector
+    # hashlib's built-in digests without OpenSSL's: the same values.
+    assert got["sha"] == [hashlib.sha256(b"corral").hexdigest(),
+                          hashlib.sha1(b"corral").hexdigest()]
+
+
+def test_heap_trimmer_trims_only_when_idle_and_at_most_every_period() -> None:
+    now = [100.0]
+    cpu = [5.0]
+    trims: list[float] = []
+    t = lean.HeapTrimmer(period=30.0, busy=0.05, trim=lambda: trims.append(now[0]) or True,
+                         clock=lambda: now[0], cpu=lambda: cpu[0])
+    now[0] += 29.0
+    assert not t.tick() and trims == []  # not yet a period
+    now[0] += 1.0
+    cpu[0] += 0.3  # 1 % of a core over 30 s: idle
+    assert t.tick() and trims == [130.0]
+    assert not t.tick()  # the next window starts now
+    now[0] += 30.0
+    cpu[0] += 6.0  # 20 % of a core: a burst, leave the heap alone
+    assert not t.tick() and trims == [130.0]
+    now[0] += 30.0
+    cpu[0] += 1.4  # just under 5 %
+    assert t.tick() and trims == [130.0, 190.0] and t.trims == 2
+    with pytest.raises(ValueError, match=r"HeapTrimmer: period must be > 0"):
+        lean.HeapTrimmer(period=0)
+    with pytest.raises(ValueError, match=r"busy in \(0, 1\]"):
+        lean.HeapTrimmer(busy=2.0)
+
+
+def test_trim_heap_runs_on_this_libc() -> None:
+    assert isinstance(lean.trim_heap(), bool)  # glibc here: a real call, no exception
