@@ -19,7 +19,7 @@ endpoints controller, a netproxy per host): K times, the one pod behind a
 Service on h3 turns NotReady and then Ready again; the time from its Ready
 condition reaching the API (a watch event) to the first answer through the VIP
 from h1's host namespace (a prober calling every 10 ms) is one sample.
-Prints a Markdown report (bench/RESULTS-netproxy.md holds a run's output).
+Prints a Markdown report (BENCHMARKS.md section 5 holds a run's output).
 
 Threads: the proxy's sync is called directly, as its sync thread does; the lab
 part watches the pod on a thread of its own and reads the prober's output.
