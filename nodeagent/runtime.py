@@ -1,12 +1,13 @@
 """Podman, reached through podman-py, treated as unreliable.
 
 Threads model: any thread may call a Runtime. Every call runs on a worker of a
-bounded pool and the caller waits at most its deadline (`call_timeout`, or the
-stop grace + call_timeout, or `pull_timeout`); a call that overruns raises
-`RuntimeTimeout` and leaves its worker to finish or fail on the HTTP read
-timeout (the socket timeout is the deadline plus a margin), so a hung Podman
-(conmon stuck on `start` is a known case) never hangs the agent. Every result
-feeds `health`: the watchdog and the RuntimeUnhealthy node condition read it.
+bounded pool (elasticpool.py: idle workers end) and the caller waits at most its
+deadline (`call_timeout`, or the stop grace + call_timeout, or `pull_timeout`); a
+call that overruns raises `RuntimeTimeout` and leaves its worker to finish or
+fail on the HTTP read timeout (the socket timeout is the deadline plus a
+margin), so a hung Podman (conmon stuck on `start` is a known case) never hangs
+the agent. Every result feeds `health`: the watchdog and the RuntimeUnhealthy
+node condition read it.
 
 Streams (logs -f, events, interactive exec) use a second podman-py client
 without a read timeout, because an idle stream is not a hung one; they are
@@ -40,6 +41,7 @@ import requests
 import urllib3.exceptions
 
 from nodeagent import records
+from nodeagent.elasticpool import ElasticPool
 from nodeagent.records import ContainerRecord
 
 log = logging.getLogger(__name__)
@@ -104,8 +106,9 @@ class Runtime:
         self._long = podman.PodmanClient(base_url=url, timeout=pull_timeout + 5,
                                          max_pool_size=workers)
         self._stream = podman.PodmanClient(base_url=url, max_pool_size=workers)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
-                                                           thread_name_prefix="podman-call")
+        # Its threads end after a minute without calls: a burst of pod starts
+        # grows it to `workers`, idle needs one or two (elasticpool.py).
+        self._pool = ElasticPool(workers, idle_exit=60.0, name="podman-call")
         self._lock = threading.Lock()
         self.health = Health()
 

@@ -3,11 +3,13 @@ DNS files, projected files, container rendering, probes, PLEG diff, routes, usag
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import ipaddress
 import json
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -727,3 +729,91 @@ def test_heap_trimmer_trims_only_when_idle_and_at_most_every_period() -> None:
 
 def test_trim_heap_runs_on_this_libc() -> None:
     assert isinstance(lean.trim_heap(), bool)  # glibc here: a real call, no exception
+
+
+# ---- the Podman call pool: idle threads end (nodeagent/elasticpool.py) --------------------------
+def test_elastic_pool_runs_at_once_up_to_max_then_queues_and_idle_threads_end() -> None:
+    from nodeagent.elasticpool import ElasticPool
+
+    pool = ElasticPool(3, idle_exit=0.3, name="t-elastic")
+    gate = threading.Event()
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def blocked(i: int) -> int:
+        with lock:
+            started.append(i)
+        assert gate.wait(10)
+        return i * 10
+
+    futs = [pool.submit(lambda i=i: blocked(i)) for i in range(5)]
+    deadline = time.monotonic() + 10
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert sorted(started) == [0, 1, 2] and pool.threads == 3  # the rest wait, FIFO
+    gate.set()
+    assert [f.result(timeout=10) for f in futs] == [0, 10, 20, 30, 40]
+    assert sorted(started) == [0, 1, 2, 3, 4]
+
+    def boom() -> None:
+        raise ValueError("bad call")
+
+    with pytest.raises(ValueError, match="bad call"):
+        pool.submit(boom).result(timeout=10)
+    # Idle threads end after idle_exit; the pool starts new ones for the next call.
+    deadline = time.monotonic() + 10
+    while pool.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.threads == 0
+    assert pool.submit(lambda: "again").result(timeout=10) == "again"
+    pool.shutdown(wait=False, cancel_futures=True)
+    with pytest.raises(RuntimeError, match="t-elastic: cannot schedule new calls after shutdown"):
+        pool.submit(lambda: None)
+
+
+def test_elastic_pool_reuses_an_idle_thread_and_cancels_queued_calls_on_shutdown() -> None:
+    from nodeagent.elasticpool import ElasticPool
+
+    pool = ElasticPool(1, idle_exit=30.0, name="t-elastic1")
+    assert pool.submit(lambda: 1).result(timeout=10) == 1
+    assert pool.submit(lambda: 2).result(timeout=10) == 2
+    assert pool.threads == 1  # the idle thread took the second call
+    gate = threading.Event()
+    running = pool.submit(lambda: gate.wait(10))
+    deadline = time.monotonic() + 10
+    while not running.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queued = pool.submit(lambda: "never")
+    pool.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    assert running.result(timeout=10) is True and queued.cancelled()
+    deadline = time.monotonic() + 10
+    while pool.threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.threads == 0  # shutdown ends idle threads at once
+    with pytest.raises(ValueError, match="max_workers must be >= 1"):
+        ElasticPool(0)
+
+
+def test_elastic_pool_sparse_calls_keep_one_thread_the_rest_end() -> None:
+    from nodeagent.elasticpool import ElasticPool
+
+    pool = ElasticPool(8, idle_exit=0.5, name="t-elastic-sparse")
+    gate = threading.Event()
+    burst = [pool.submit(lambda: gate.wait(10)) for _ in range(8)]
+    assert pool.threads == 8
+    gate.set()
+    assert all(f.result(timeout=10) for f in burst)
+    # A call every 0.1 s: the thread that went idle last takes it, the others end.
+    deadline = time.monotonic() + 10
+    while pool.threads > 1 and time.monotonic() < deadline:
+        assert pool.submit(lambda: 7).result(timeout=10) == 7
+        time.sleep(0.1)
+    assert pool.threads == 1
+    # Many callers at once: every call runs exactly once and returns its own value.
+    with concurrent.futures.ThreadPoolExecutor(6) as callers:
+        got = list(callers.map(lambda i: pool.submit(lambda: i * i).result(timeout=10),
+                               range(300)))
+    assert got == [i * i for i in range(300)] and pool.threads <= 8
+    pool.shutdown()
