@@ -656,17 +656,23 @@ import nodeagent.agent
 import requests
 from pyroute2.iproute.linux import IPRoute
 
-base = os.path.dirname(importlib.util.find_spec("pyroute2").origin)
 needs_root = []
-for name, mod in list(sys.modules.items()):
-    if name.startswith("pyroute2.") and getattr(mod, "__file__", None):
-        with open(mod.__file__) as f:
+for root in ("pyroute2", "unittest"):
+    base = os.path.dirname(importlib.util.find_spec(root).origin)
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not (getattr(mod, "__file__", None) or "").endswith(".py"):
+            continue
+        with open(mod.__file__, encoding="utf-8") as f:
             tree = ast.parse(f.read())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "pyroute2" and not node.level:
+            # `from root import X` needs X from the package __init__ unless X is a
+            # submodule; `import root` then `root.X` would too.
+            if isinstance(node, ast.ImportFrom) and node.module == root and not node.level:
                 needs_root += [f"{name}: {a.name}" for a in node.names
                                if not os.path.exists(os.path.join(base, a.name))
                                and not os.path.exists(os.path.join(base, a.name + ".py"))]
+            if isinstance(node, ast.Import) and any(a.name == root for a in node.names):
+                needs_root.append(f"{name}: import {root}")
 with IPRoute() as ip:
     links = len(ip.get_links())
 r = requests.models.Response()
@@ -675,7 +681,9 @@ import hashlib
 sha = [hashlib.sha256(b"corral").hexdigest(), hashlib.sha1(b"corral").hexdigest()]
 print(json.dumps({"done": done, "needs_root": needs_root, "links": links, "text": r.text,
                   "sha": sha,
-                  "root_init_ran": hasattr(sys.modules["pyroute2"], "IPRoute"),
+                  "root_init_ran": hasattr(sys.modules["pyroute2"], "IPRoute")
+                  or hasattr(sys.modules["unittest"], "TestCase"),
+                  "mock": repr(sys.modules["unittest.mock"].Mock(name="m")),
                   "loaded": [m for m in ("rich", "charset_normalizer", "pyroute2.ndb", "_hashlib")
                              if sys.modules.get(m) is not None]}))
 """
@@ -690,12 +698,14 @@ def test_lean_agent_imports_work_without_what_they_leave_out() -> None:
     assert proc.returncode == 0 and not proc.stderr, proc.stderr
     got = json.loads(proc.stdout)
     assert got["done"] == ["pyroute2 imported without its __init__",
+                           "unittest imported without its __init__",
                            "optional rich.progress not imported",
                            "optional charset_normalizer not imported",
                            "optional _hashlib not imported",
                            "at most 2 malloc arenas"]
-    assert got["needs_root"] == [], "a pyroute2 module the agent loads needs the package __init__"
+    assert got["needs_root"] == [], "a module the agent loads needs a skipped package __init__"
     assert not got["root_init_ran"] and got["loaded"] == []
+    assert got["mock"].startswith("<Mock name='m'")  # pyroute2's mock mode still has its Mock
     assert got["links"] >= 1  # netlink works (at least loopback)
     assert got["text"] == "grüße"  # requests falls back to UTF-8 without a detector
     # hashlib's built-in digests without OpenSSL's: the same values.
