@@ -28,6 +28,7 @@ callbacks so a slow callback never stalls Raft.
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import logging
 import queue
@@ -162,17 +163,33 @@ class _Machine(SyncObjConsumer):
 
 
 class _Waiter:
-    __slots__ = ("error", "event", "result")
+    """One write's answer, handed from the tick thread to the writer thread.
+
+    Two bare locks instead of a `threading.Event`: the tick thread sets one per
+    write, and Event.set (a Condition: lock, notify_all, waiter list) was ~7 % of
+    the leader's tick thread under 16 writers; a lock release is one C call.
+    `_once` makes the first answer final: close() and the Raft callback may both
+    answer, from different threads."""
+
+    __slots__ = ("_answered", "_once", "error", "result")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._answered = _thread.allocate_lock()
+        self._answered.acquire()  # released by the answer
+        self._once = _thread.allocate_lock()
         self.result: Any = None
         self.error: int | None = None
 
     def done(self, result: Any, error: int) -> None:
+        if not self._once.acquire(False):
+            return  # answered already
         self.result = result
         self.error = error
-        self.event.set()
+        self._answered.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once answered, False if `timeout` (> 0) seconds passed first."""
+        return self._answered.acquire(True, timeout)
 
 
 class RaftStore(base.Store):
@@ -357,7 +374,7 @@ class RaftStore(base.Store):
             try:
                 method(*args, callback=waiter.done)
                 self._node.submit()
-                answered = waiter.event.wait(left)
+                answered = waiter.wait(left)
             finally:
                 with self._waiters_lock:
                     self._waiters.discard(waiter)

@@ -104,3 +104,25 @@ def test_a_writer_thread_appends_its_own_command_when_the_tick_thread_is_idle(
     # The tick thread is usually back in poll() between two sequential writes.
     assert who.count(me) >= 10, who
     assert c.wait_converged()[0] == 51
+
+
+def test_a_write_waiter_keeps_its_first_answer_and_times_out_unanswered() -> None:
+    from controlplane.store.raft import _CLOSED, _Waiter
+
+    waiter = _Waiter()
+    assert waiter.wait(0.01) is False  # nobody answered
+    answered = threading.Event()
+
+    def wait() -> None:
+        if waiter.wait(5.0):
+            answered.set()
+
+    t = threading.Thread(target=wait)
+    t.start()
+    waiter.done("record", 0)
+    # close() answering too (another thread, later) must not change the outcome.
+    waiter.done(None, _CLOSED)
+    t.join(5)
+    assert answered.is_set()
+    assert (waiter.result, waiter.error) == ("record", 0)
+    assert waiter.wait(0.01) is False  # the answer is taken once
