@@ -4,7 +4,7 @@ concurrent.futures.ThreadPoolExecutor starts a thread per submit while none is
 idle, up to max_workers, and keeps every thread until shutdown. The agent's pool
 for Podman calls grows to its 32 threads in a burst of pod starts and then sits
 mostly idle (a few calls every 10 s), each idle thread still holding its stack
-pages, its frame stack and its malloc cache (lean.py, bench/RESULTS-agent.md).
+pages, its frame stack and its malloc cache (lean.py, BENCHMARKS.md section 3).
 Here a thread that found no work for `idle_exit` seconds ends; the next burst
 starts threads again. Otherwise it behaves like ThreadPoolExecutor: a call runs
 at once on an idle thread or a new one while fewer than `max_workers` run, and

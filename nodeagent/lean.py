@@ -1,6 +1,6 @@
 """Use less memory: what the agent process does before it imports its libraries.
 
-Measured on this machine (RSS of `import nodeagent.agent`, bench/RESULTS-agent.md):
+Measured on this machine (RSS of `import nodeagent.agent`, BENCHMARKS.md section 3):
 
 - pyroute2's package `__init__` imports every protocol module it has (NDB, IPDB,
   IPSet, WireGuard, nl80211, ...; about 380 modules) although the agent uses only
