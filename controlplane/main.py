@@ -23,6 +23,18 @@ the key), 1 when the store or server cannot start.
 
 from __future__ import annotations
 
+import os
+
+# gRPC reads this once, when it is first imported, so it is set before any import
+# below can pull gRPC in. Accepted connections then run on gRPC's classic I/O
+# manager (the server thread's completion-queue poll reads and writes the socket)
+# instead of EventEngine threads that hand every read over to that poll: measured
+# here, 4-5 context switches fewer per write on the replica serving it and ~16 %
+# less server CPU per unary call (docs/api.md, "CPU per write"). An operator's own
+# GRPC_EXPERIMENTS wins.
+os.environ.setdefault("GRPC_EXPERIMENTS",
+                      "-event_engine_listener,-event_engine_for_all_other_endpoints")
+
 import logging
 import signal
 import sys
