@@ -9,6 +9,7 @@ up, watches on followers, health, reflection, cluster status, SIGTERM.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable
@@ -289,3 +290,45 @@ def test_without_quorum_calls_fail_fast_with_unavailable(controlplane: Cluster) 
     controlplane.wait_ready(replicas=[survivor, leader])
     with survivor.client() as c:
         c.create(cm("after"))
+
+
+def test_secret_values_stay_out_of_errors_and_every_replica_log(controlplane: Cluster) -> None:
+    """Issue 2: Secret values never appear in logs or error messages. Written
+    through a follower (forwarded to the leader, applied on all three), then
+    refused on several paths whose errors name the object and the field."""
+    value = b"corral-test-secret-7f3a9c"
+    encoded = base64.b64encode(value).decode()
+
+    def secret(name: str, **data: bytes) -> core_pb2.Secret:
+        s = core_pb2.Secret()
+        s.metadata.name = name
+        s.metadata.namespace = "default"
+        for k, v in data.items():
+            s.data[k] = v
+        return s
+
+    follower = controlplane.followers()[0]
+    errors: list[str] = []
+    with follower.client() as c:
+        made = c.create(secret("creds", password=value))
+        stale = core_pb2.Secret()
+        stale.CopyFrom(made)
+        made.data["password"] = value + b"-2"
+        c.update(made)
+        # Each refusal with the code a client acts on; the last one is over the
+        # 1 MiB object cap but under the gRPC message limit (1 MiB + 64 KiB), so
+        # it reaches the server's own check.
+        cases = [(stale, "ABORTED"),
+                 (secret("creds", password=value), "ALREADY_EXISTS"),
+                 (secret("bad-key", **{"pass word": value}), "INVALID_ARGUMENT"),
+                 (secret("Bad_Name", password=value), "INVALID_ARGUMENT"),
+                 (secret("huge", password=value * 42_000), "INVALID_ARGUMENT")]
+        for bad, code in cases:
+            with pytest.raises(CorralError) as info:
+                (c.update if bad is stale else c.create)(bad)
+            assert info.value.code.name == code, info.value
+            errors.append(str(info.value))
+        c.delete("secret", "creds", "default")
+    assert "at most 1048576 bytes" in errors[-1], errors[-1]
+    for text in errors + [r.log_text() for r in controlplane.replicas]:
+        assert value.decode() not in text and encoded not in text
