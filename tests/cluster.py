@@ -30,7 +30,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,15 +43,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from corral.client import Client
 from corral.v1 import api_pb2, api_pb2_grpc
+from tests.ports import free_port
 
 START_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (bind port 0 and release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def controlplane_command() -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,14 +10,11 @@ import pytest
 
 from controlplane.store.raft import RaftConfig, RaftStore
 from controlplane.store.raftnode import RaftTuning
+from tests.ports import free_port
 
 PASSWORD = "store-tests-password"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
