@@ -23,6 +23,7 @@ import grpc
 
 from controlplane.api.servicer import call
 from controlplane.store.base import LocalStatus, MemberInfo, Store
+from corral.errors import CorralError
 from corral.limits import CLIENT_OPTIONS
 from corral.v1 import api_pb2, api_pb2_grpc
 
@@ -105,6 +106,16 @@ class ClusterServicer(api_pb2_grpc.ClusterServicer):
 
     def status(self) -> api_pb2.ClusterStatus:
         registered = {m.name: m for m in self._store.members()}
+        if set(self._peers) - set(registered) and self._store.has_quorum():
+            # A peer this replica has no record of may have registered a moment
+            # ago through another replica: a linearizable read (one ReadIndex
+            # round) brings in every record committed before this call. Without
+            # quorum the status is wanted all the more: this replica's own view.
+            try:
+                self._store.get(("Namespace", "", "default"), linearizable=True)
+            except CorralError:
+                pass
+            registered = {m.name: m for m in self._store.members()}
         names = sorted(set(registered) | set(self._peers) | {self._me.name})
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             futures = {n: pool.submit(self._ask, n, registered.get(n)) for n in names}

@@ -143,10 +143,14 @@ class Replica:
             delay = min(delay * 2, 2.0)
 
     def ready(self) -> bool:
-        """Serving once the system namespaces exist here and the store has a quorum."""
+        """Serving once the system namespaces and this replica's own member record
+        (its API address, which `cluster status` and clients discover it by) exist
+        here, and the store has a quorum."""
         for name in SYSTEM_NAMESPACES:
             if self.store.get(("Namespace", "", name), linearizable=False) is None:
                 return False
+        if not any(m.name == self.config.name for m in self.store.members()):
+            return False
         return self.store.local_status().has_quorum
 
     def _health(self) -> None:
