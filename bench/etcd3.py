@@ -24,6 +24,8 @@ from pathlib import Path
 
 import grpc
 
+from tests.ports import free_port
+
 _PUT = "/etcdserverpb.KV/Put"
 _STATUS = "/etcdserverpb.Maintenance/Status"
 
@@ -75,14 +77,6 @@ def status_fields(data: bytes) -> dict[int, int]:
         else:
             raise ValueError(f"unexpected wire type {wire}")
     return out
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class EtcdCluster:

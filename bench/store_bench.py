@@ -22,7 +22,6 @@ import argparse
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pysyncobj import SyncObj
 
 from controlplane.store import raft, raftnode
 from controlplane.store.base import Change
+from tests.ports import free_port
 
 PHASES: dict[str, list[float]] = collections.defaultdict(list)
 _cur: dict[str, float] = {}
@@ -150,12 +150,6 @@ def member(args: argparse.Namespace) -> int:
     print("\n".join(out), flush=True)
     store.close()
     os._exit(0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

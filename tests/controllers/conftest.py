@@ -51,16 +51,16 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str,
 
 
 @pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cp(tmp_path_factory: pytest.TempPathFactory,
+       request: pytest.FixtureRequest) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("cp"), 3, extra_config={"controllers": FAST})
-    failed = False
+    # pytest does not raise a test's failure inside its fixtures: count the
+    # session's failures instead, to show the logs when one of this module's fails.
+    failed_before = request.session.testsfailed
     try:
         yield cluster
-    except BaseException:
-        failed = True
-        raise
     finally:
-        if failed:
+        if request.session.testsfailed > failed_before:
             for r in cluster.replicas:
                 print(cluster.tail(r, 60), file=sys.stderr)
         cluster.close()

@@ -96,6 +96,21 @@ class Cluster:
             self.stop(i)
 
 
+def failover_times(c: Cluster, rounds: int = 3) -> list[float]:
+    """Stop the leader `rounds` times (restarting it and letting it catch up in
+    between); the seconds from each stop until the next single leader is known."""
+    times = []
+    for _ in range(rounds):
+        old = c.index(c.leader())
+        started = time.monotonic()
+        c.stop(old)
+        c.leader(timeout=10)
+        times.append(time.monotonic() - started)
+        c.start(old)
+        c.wait_converged()
+    return times
+
+
 @pytest.fixture
 def make_raft_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []

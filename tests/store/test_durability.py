@@ -12,7 +12,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +83,9 @@ class Writers:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, 3)
-    try:
-        yield c
-    except BaseException:
-        for r in c.replicas:
-            print(c.tail(r, 60))
-        raise
-    finally:
-        c.close()
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    # make_cluster (tests/conftest.py) prints every replica's log tail if the test fails.
+    return make_cluster(3)
 
 
 def listing(r: ReplicaProcess, stale: bool = False) -> tuple[set[str], int]:

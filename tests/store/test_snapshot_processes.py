@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -36,17 +35,10 @@ def configmap(name: str) -> core_pb2.ConfigMap:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, 3, extra_config={
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    # make_cluster (tests/conftest.py) prints every replica's log tail if the test fails.
+    return make_cluster(3, extra_config={
         "raft": {"snapshot_min_entries": SNAPSHOT_EVERY, "snapshot_min_seconds": 3600}})
-    try:
-        yield c
-    except BaseException:
-        for r in c.replicas:
-            print(c.tail(r, 60))
-        raise
-    finally:
-        c.close()
 
 
 def journal_bytes(r: ReplicaProcess) -> int:
