@@ -20,8 +20,9 @@ Keys (flags in brackets; flags override the file):
     raft                 (mapping)               Raft timers and snapshot thresholds
                                                  (controlplane.store.raftconfig.RaftTuning)
 
-A bad configuration raises `ConfigError` whose message is one line naming the
-key (`raft_address: must be HOST:PORT, got 'x'`); main prints it and exits 2.
+A bad configuration raises `ConfigError` (corral.configfile, shared with the
+other daemons) whose message is one line naming the key (`raft_address: must be
+HOST:PORT, got 'x'`); main prints it and exits 2.
 
 Pure apart from reading the two files named (config, password) and checking
 the data folder; no threads.
@@ -30,8 +31,6 @@ the data folder; no threads.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
@@ -39,26 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from controlplane.controllers.config import ControllersConfig
 from controlplane.store.raftconfig import RaftTuning
-from corral.errors import Invalid
+from corral import configfile
+from corral.configfile import LOG_LEVELS, ConfigError
 from corral.names import check_dns1123_label
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-# Where the controllers (issue 5) define their settings: ControllersConfig.from_mapping.
-CONTROLLERS_CONFIG_MODULE = "controlplane.controllers.config"
 DEFAULT_API_WORKERS = 1024
 _CLUSTER_CIDR = ipaddress.IPv4Network("10.244.0.0/16")
 _SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/12")
-
-
-class ConfigError(Exception):
-    """A bad setting; the message names the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}" if key else message)
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -142,31 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-cidr", metavar="CIDR")
     p.add_argument("--service-cidr", metavar="CIDR")
     p.add_argument("--node-port-range", metavar="LOW-HIGH")
-    p.add_argument("--watch-history", type=str, metavar="N")
+    p.add_argument("--watch-history", type=int, metavar="N")
     p.add_argument("--log-level", choices=LOG_LEVELS)
-    p.add_argument("--api-workers", type=str, metavar="N")
+    p.add_argument("--api-workers", type=int, metavar="N")
     return p
 
 
 def _read_file(path: str) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise ConfigError("config", f"cannot read {path}: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError("config", f"{path} is not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("config", f"{path} must hold a mapping of settings, "
-                                    f"got {type(data).__name__}")
-    for key in data:
-        if key not in KEYS:
-            raise ConfigError(str(key), f"unknown key in {path} (known: {', '.join(KEYS)})")
+    data = configfile.read_yaml(path)
+    configfile.check_keys(data, set(KEYS), "")
     return data
 
 
@@ -187,24 +159,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _int(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(key, f"must be an integer, got {value!r}")
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"must be an integer, got {value!r}") from None
-    if n < minimum:
-        raise ConfigError(key, f"must be at least {minimum}, got {n}")
-    return n
-
-
 def _cidr(value: Any, key: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(str(value))
-    except ValueError as err:
-        raise ConfigError(key, f"must be an IPv4 CIDR such as 10.96.0.0/12, got {value!r} "
-                               f"({err})") from None
+    return ipaddress.IPv4Network(configfile.cidr(value, key))
 
 
 def _port_range(value: Any, key: str) -> tuple[int, int]:
@@ -240,18 +196,6 @@ def _password(value: Any) -> tuple[Path, str]:
     if not secret:
         raise ConfigError("raft_password_file", f"{path} is empty")
     return path, secret
-
-
-def _check_controllers(mapping: dict[str, Any]) -> None:
-    """The controllers' own settings (issue 5), checked at start rather than when
-    this replica first leads, so a typo stops the process with the key named."""
-    if importlib.util.find_spec(CONTROLLERS_CONFIG_MODULE) is None:
-        return
-    module = importlib.import_module(CONTROLLERS_CONFIG_MODULE)
-    try:
-        module.ControllersConfig.from_mapping(mapping)
-    except Invalid as err:
-        raise ConfigError(err.field or "controllers", err.reason) from None
 
 
 def build(settings: Mapping[str, Any]) -> Config:
@@ -315,20 +259,13 @@ def build(settings: Mapping[str, Any]) -> Config:
     if cluster.overlaps(service):
         raise ConfigError("service_cidr", f"{service} overlaps cluster_cidr {cluster}")
     port_range = _port_range(s.get("node_port_range", "30000-32767"), "node_port_range")
-    history = _int(s.get("watch_history", 10000), "watch_history", 100)
-    level = str(s.get("log_level", "info")).lower()
-    if level not in LOG_LEVELS:
-        raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, "
-                                       f"got {s.get('log_level')!r}")
-    workers = _int(s.get("api_workers", DEFAULT_API_WORKERS), "api_workers", 8)
-    controllers = s.get("controllers") or {}
-    if not isinstance(controllers, dict):
-        raise ConfigError("controllers", "must be a mapping")
-    _check_controllers(controllers)
-    try:
-        raft = RaftTuning.from_mapping(s.get("raft"))
-    except Invalid as err:
-        raise ConfigError(err.field or "raft", err.reason) from None
+    history = configfile.integer(s.get("watch_history", 10000), "watch_history", 100)
+    level = configfile.log_level(s.get("log_level", "info"))
+    workers = configfile.integer(s.get("api_workers", DEFAULT_API_WORKERS), "api_workers", 8)
+    controllers = dict(configfile.mapping(s.get("controllers"), "controllers"))
+    # Checked now, not when this replica first leads: a typo stops the start.
+    ControllersConfig.from_mapping(controllers)
+    raft = RaftTuning.from_mapping(s.get("raft"))
     return Config(
         name=name, raft_address=raft_address, peers=peers, data_dir=data_dir,
         raft_password=password, raft_password_file=pw_path, listen=listen, socket=sock,

@@ -8,17 +8,14 @@ fixed request id), then builds and starts every leader-only service; on losing
 it, it stops them, newest first. A flap while it worked collapses into the
 latest state.
 
-THE HOOK for issue 5: `leader_services(ctx)` imports
-`controlplane.controllers.manager` when that module exists and returns what
-its `build(ctx)` returns. A service is anything with `name`, `start()` and
+`leader_services(ctx)` returns what `controlplane.controllers.manager.build(ctx)`
+builds: the scheduler and the controllers. A service is anything with `name`, `start()` and
 `stop()`; `stop()` must return promptly (leadership is already gone, and any
 write the old leader still makes is a compare-and-set the new state rejects).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import queue
 import threading
@@ -58,21 +55,13 @@ class LeaderContext:
     endpoints: tuple[str, ...]
 
 
-# Module that provides `build(ctx: LeaderContext) -> list[LeaderService]` (issue 5).
-CONTROLLERS_MODULE = "controlplane.controllers.manager"
-
-
 def leader_services(ctx: LeaderContext) -> list[LeaderService]:
-    """THE HOOK: every service that runs only while this replica leads.
+    """THE HOOK: every service that runs only while this replica leads (the
+    scheduler and the controller manager, controlplane/controllers/manager.py)."""
+    # Imported here: the manager imports this module for LeaderContext.
+    from controlplane.controllers import manager
 
-    When CONTROLLERS_MODULE exists, its `build(ctx)` returns the scheduler and
-    controller manager; an import error there is a bug and is not hidden.
-    """
-    if importlib.util.find_spec(CONTROLLERS_MODULE) is None:
-        return []
-    module = importlib.import_module(CONTROLLERS_MODULE)
-    services: list[LeaderService] = list(module.build(ctx))
-    return services
+    return list(manager.build(ctx))
 
 
 class LeaderSupervisor:

@@ -1,19 +1,21 @@
 """What every Corral daemon's configuration file has in common: reading the YAML,
-flag overrides, and the checks of single values, each failing with a
-`ConfigError` whose message starts with the key ("podman.call_timeout: must be
-a number of seconds, got 'soon'"), so `main` can print one line and exit 2.
+flag overrides, the checks of single values and of a section that maps onto a
+dataclass, each failing with a `ConfigError` whose message starts with the key
+("podman.call_timeout: must be a number of seconds, got 'soon'"), so `main` can
+print one line and exit 2.
 
-Used by nodeagent/config.py and netproxy/config.py, which own their keys,
-defaults and cross-checks. Pure: no threads, nothing touches the host except
-`load_mapping` reading the file.
+Used by controlplane/config.py (with its `raft:` and `controllers:` sections),
+nodeagent/config.py and netproxy/config.py, which own their keys, defaults and
+cross-checks. Pure: no threads, nothing touches the host except `read_yaml`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(Exception):
-    """A bad configuration; the message names the key."""
+    """A bad configuration; the message starts with the key (`key`, "" when the
+    fault is the file as a whole)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class HostDaemonConfig:
 
 
 def fail(key: str, message: str) -> ConfigError:
-    return ConfigError(f"{key}: {message}")
+    return ConfigError(key, message)
 
 
 def check_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -74,17 +81,24 @@ def string(value: Any, key: str, *, allow_empty: bool = True) -> str:
 
 def seconds(value: Any, key: str, *, minimum: float = 0.0, strict: bool = True) -> float:
     """A duration in seconds: > minimum (strict) or >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value):
         raise fail(key, f"must be a number of seconds, got {value!r}")
     if (strict and value <= minimum) or (not strict and value < minimum):
         raise fail(key, f"must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
     return float(value)
 
 
-def integer(value: Any, key: str, lo: int, hi: int) -> int:
+def integer(value: Any, key: str, lo: int, hi: int | None = None) -> int:
+    """A whole number in [lo, hi] (no upper bound without hi); 3.0 counts as 3,
+    since YAML writers sometimes emit one."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise fail(key, f"must be an integer, got {value!r}")
-    if not lo <= value <= hi:
+    if hi is None and value < lo:
+        raise fail(key, f"must be at least {lo}, got {value}")
+    if hi is not None and not lo <= value <= hi:
         raise fail(key, f"must be between {lo} and {hi}, got {value}")
     return value
 
@@ -154,28 +168,68 @@ def node_name(data: Mapping[str, Any]) -> str:
     return dns_subdomain(data.get("node_name") or default_node_name(), "node_name")
 
 
+def read_yaml(path: str) -> dict[str, Any]:
+    """The mapping a YAML config file holds (empty for an empty file)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError("", f"config file {path}: cannot read: {err.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("", f"config file {path}: not valid YAML{where}: "
+                              f"{getattr(err, 'problem', None) or err}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError("", f"config file {path}: must be a mapping of keys, "
+                              f"got {type(loaded).__name__}")
+    return dict(loaded or {})
+
+
 def load_mapping(path: str | None, overrides: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:
     """The YAML file's mapping (empty without a file), with the flags that were given
     (not None) laid over its top-level keys. Validation is the caller's."""
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise ConfigError(f"config file {path}: cannot read: {err.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path}: not valid YAML: {err}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: must be a mapping of keys, "
-                              f"got {type(loaded).__name__}")
-        data = dict(loaded or {})
+    data = read_yaml(path) if path else {}
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
     return data
+
+
+Convert = Callable[[Any, str], Any]
+
+
+def dataclass_section(data: Any, cls: type, where: str,
+                      special: Mapping[str, Convert] | None = None) -> dict[str, Any]:
+    """A section (`raft:`, `controllers:`) whose keys are the fields of the
+    dataclass `cls` (every field has a default): the keyword arguments the
+    section gives, each checked by the type of the field's default (bool, str
+    not empty, int >= 1, float seconds >= 0) or by its `special` converter.
+    Cross-field rules stay with the caller."""
+    section = mapping(data, where)
+    defaults = cls()
+    known = {f.name for f in fields(cls)}
+    check_keys(section, known, where)
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        path = f"{where}.{key}"
+        convert = (special or {}).get(key) or _by_default(getattr(defaults, key))
+        out[key] = convert(value, path)
+    return out
+
+
+def _by_default(default: Any) -> Convert:
+    if isinstance(default, bool):
+        return boolean
+    if isinstance(default, str):
+        return lambda value, key: string(value, key, allow_empty=False)
+    if isinstance(default, int):
+        return lambda value, key: integer(value, key, 1)
+    if isinstance(default, float):
+        return lambda value, key: seconds(value, key, strict=False)
+    raise TypeError(f"no converter for a field like {default!r}: pass a special one")
 
 
 def common(data: Mapping[str, Any], *, node_ip_means: str) -> dict[str, Any]:

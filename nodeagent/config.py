@@ -212,7 +212,7 @@ def parse(data: Mapping[str, Any]) -> AgentConfig:
             kwargs["reserved_memory_bytes"] = quantity.bytes_of(str(reserved["memory"]),
                                                                 "reserved.memory")
     except Invalid as err:
-        raise ConfigError(str(err)) from None
+        raise fail(err.field, err.reason) from None
 
     for key in ("lease_period", "status_period", "relist_period"):
         if key in data:

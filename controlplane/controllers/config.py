@@ -25,10 +25,10 @@ Every key is optional; an unknown key or a bad value is an error that names it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from corral.errors import Invalid
+from corral import configfile
 
 CONTROLLER_NAMES = (
     "scheduler", "replicaset", "deployment", "statefulset", "daemonset", "job", "endpoints",
@@ -56,46 +56,12 @@ class ControllersConfig:
     @staticmethod
     def from_mapping(data: Mapping[str, Any] | None,
                      where: str = "controllers") -> ControllersConfig:
-        if data is None:
-            return ControllersConfig()
-        if not isinstance(data, Mapping):
-            raise Invalid(f"must be a mapping, got {type(data).__name__}", where)
-        known = {f.name: f for f in fields(ControllersConfig)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            path = f"{where}.{key}"
-            f = known.get(key)
-            if f is None:
-                raise Invalid(f"unknown key (known: {', '.join(sorted(known))})", path)
-            default = getattr(ControllersConfig(), key)
-            if key == "disabled":
-                if not isinstance(value, list | tuple) or not all(
-                        isinstance(v, str) for v in value):
-                    raise Invalid("must be a list of controller names", path)
-                bad = [v for v in value if v not in CONTROLLER_NAMES]
-                if bad:
-                    raise Invalid(f"unknown controller {bad[0]!r} (known: "
-                                  f"{', '.join(CONTROLLER_NAMES)})", path)
-                values[key] = tuple(value)
-            elif isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise Invalid(f"must be true or false, got {value!r}", path)
-                values[key] = value
-            elif isinstance(default, str):
-                if not isinstance(value, str) or not value:
-                    raise Invalid(f"must be a non-empty string, got {value!r}", path)
-                values[key] = value
-            elif isinstance(default, int) and not isinstance(default, bool):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise Invalid(f"must be a positive integer, got {value!r}", path)
-                values[key] = value
-            else:
-                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    raise Invalid(f"must be a number of seconds >= 0, got {value!r}", path)
-                values[key] = float(value)
-        cfg = ControllersConfig(**values)
+        """The `controllers:` section: every key optional, named as the fields; an
+        unknown key or a bad value raises ConfigError naming it."""
+        cfg = ControllersConfig(**configfile.dataclass_section(
+            data, ControllersConfig, where, {"disabled": _controller_names}))
         if cfg.job_backoff_max < cfg.job_backoff_base:
-            raise Invalid("must be >= job_backoff_base", f"{where}.job_backoff_max")
+            raise configfile.fail(f"{where}.job_backoff_max", "must be >= job_backoff_base")
         return cfg
 
     def enabled(self, name: str) -> bool:
@@ -105,3 +71,13 @@ class ControllersConfig:
     def node_failure_budget(self) -> float:
         """Seconds from a node's last lease renewal until its pods are evicted."""
         return self.node_monitor_grace_period + self.pod_eviction_timeout
+
+
+def _controller_names(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise configfile.fail(key, "must be a list of controller names")
+    bad = [v for v in value if v not in CONTROLLER_NAMES]
+    if bad:
+        raise configfile.fail(key, f"unknown controller {bad[0]!r} "
+                                   f"(known: {', '.join(CONTROLLER_NAMES)})")
+    return tuple(value)

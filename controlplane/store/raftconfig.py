@@ -6,12 +6,12 @@ one socket).
 
 from __future__ import annotations
 
-import math
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from corral import configfile
 from corral.errors import Invalid, Unavailable
 
 
@@ -60,20 +60,12 @@ class RaftTuning:
     @staticmethod
     def from_mapping(data: Mapping[str, Any] | None, where: str = "raft") -> RaftTuning:
         """The `raft:` section of the control plane's config: every key optional, named
-        as the fields; an unknown key or a bad value raises Invalid naming it."""
-        if data is None:
-            return RaftTuning()
-        if not isinstance(data, Mapping):
-            raise Invalid(f"must be a mapping of settings, got {type(data).__name__}", where)
-        known = {f.name: f for f in fields(RaftTuning)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            f = known.get(str(key))
-            if f is None:
-                raise Invalid(f"unknown key (known: {', '.join(known)})", f"{where}.{key}")
-            values[f.name] = _typed(value, f.type, f"{where}.{key}")
-        tuning = RaftTuning(**values)
-        tuning.validate(where)
+        as the fields; an unknown key or a bad value raises ConfigError naming it."""
+        tuning = RaftTuning(**configfile.dataclass_section(data, RaftTuning, where))
+        try:
+            tuning.validate(where)
+        except Invalid as err:
+            raise configfile.fail(err.field, err.reason) from None
         return tuning
 
     @property
@@ -81,23 +73,6 @@ class RaftTuning:
         # Above the batch size pysyncobj splits one entry over several messages
         # ("transmission"), whose end marker it computes from the wrong length.
         return self.max_batch_bytes // 2
-
-
-def _typed(value: Any, kind: Any, where: str) -> Any:
-    """A config value as the field's type (annotations are strings here)."""
-    if kind in ("bool", bool):
-        if not isinstance(value, bool):
-            raise Invalid(f"must be true or false, got {value!r}", where)
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Invalid(f"must be a number, got {value!r}", where)
-    if kind in ("int", int):
-        if isinstance(value, float) and not value.is_integer():
-            raise Invalid(f"must be a whole number, got {value!r}", where)
-        return int(value)
-    if not math.isfinite(value):
-        raise Invalid(f"must be a finite number of seconds, got {value!r}", where)
-    return float(value)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,8 @@ def test_empty_password_file(tmp_path: Path, base: dict[str, Any]) -> None:
 def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(["--config", str(tmp_path / "missing.yaml")])
-    assert info.value.key == "config"
+    assert info.value.key == "" and str(info.value).startswith("config file ")
+    assert "cannot read" in str(info.value)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError) as info:

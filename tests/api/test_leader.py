@@ -73,8 +73,3 @@ def test_stop_of_the_replica_stops_services(setup: Any) -> None:
     wait_for(lambda: len(log) == 2)
     sup.stop()
     assert log[2:] == ["stop controllers", "stop scheduler"]
-
-
-def test_no_controllers_module_means_no_services(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(leadermod, "CONTROLLERS_MODULE", "controlplane.no_such_module")
-    assert leadermod.leader_services(None) == []  # type: ignore[arg-type]

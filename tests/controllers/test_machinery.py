@@ -9,7 +9,7 @@ import pytest
 
 from controlplane.controllers.config import ControllersConfig
 from controlplane.controllers.workqueue import WorkQueue
-from corral.errors import Invalid
+from corral.configfile import ConfigError
 from corral.hollow import PodState, plan_pod
 
 from .objects import NOW, pod
@@ -35,9 +35,9 @@ def test_config_defaults_and_budget():
     ({"job_backoff_base": 10, "job_backoff_max": 1}, "controllers.job_backoff_max"),
 ])
 def test_config_errors_name_the_key(data, where):
-    with pytest.raises(Invalid) as err:
+    with pytest.raises(ConfigError) as err:
         ControllersConfig.from_mapping(data)
-    assert err.value.field == where
+    assert err.value.key == where and str(err.value).startswith(f"{where}: ")
 
 
 def test_work_queue_collapses_and_never_hands_a_key_to_two_workers():

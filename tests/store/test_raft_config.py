@@ -55,9 +55,10 @@ def test_every_key_reaches_the_tuning(tmp_path: Path, base: dict[str, Any]) -> N
 @pytest.mark.parametrize(("raft", "key", "words"), [
     ({"snapshot_entries": 5}, "raft.snapshot_entries", "unknown key"),
     ({"heartbeat": "fast"}, "raft.heartbeat", "must be a number"),
+    ({"heartbeat": float("inf")}, "raft.heartbeat", "must be a number"),
     ({"heartbeat": True}, "raft.heartbeat", "must be a number"),
     ({"pre_vote": "yes"}, "raft.pre_vote", "true or false"),
-    ({"snapshot_min_entries": 1.5}, "raft.snapshot_min_entries", "whole number"),
+    ({"snapshot_min_entries": 1.5}, "raft.snapshot_min_entries", "must be an integer"),
     ({"snapshot_min_entries": 1}, "raft.snapshot_min_entries", "at least 2"),
     ({"election_timeout_min": 0.1}, "raft.election_timeout_min", "3 heartbeats"),
     ({"election_timeout_max": 0.2}, "raft.election_timeout_max", "election_timeout_min"),
@@ -74,7 +75,7 @@ def test_mistakes_name_the_key(tmp_path: Path, base: dict[str, Any], raft: Any, 
 
 
 def test_the_process_exits_2_with_one_line(tmp_path: Path, base: dict[str, Any]) -> None:
-    base["raft"] = {"heartbeat": -1}
+    base["raft"] = {"heartbeat": 0}
     proc = subprocess.run([*controlplane_command(), "--config", write(tmp_path, base)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
