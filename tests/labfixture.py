@@ -16,7 +16,8 @@ paths must stay under 108 bytes). On the way out, whether the test passed or
 failed, the lab is brought down and `assert_gone` checks that nothing of it is
 left: no namespace, cgroup, mount, folder, and none of its recorded processes (by
 PID and start time). When the block raised, the last lines of every process log
-are printed first (pytest shows them with the failure).
+are printed first (pytest shows them with the failure); set
+CORRAL_TEST_KEEP_LOGS=DIR to keep whole copies of them.
 """
 
 from __future__ import annotations
@@ -60,10 +61,17 @@ def recorded(root: Path, name: str) -> list[labstate.ProcRecord]:
 
 
 def print_logs(root: Path, name: str, lines: int = 40) -> None:
+    """The last lines of every process log; with CORRAL_TEST_KEEP_LOGS=DIR set, also
+    a copy of the whole logs in DIR/NAME/ (the lab's own folder goes with `down`)."""
     folder = root / name
+    keep = os.environ.get("CORRAL_TEST_KEEP_LOGS")
     for log in sorted(folder.glob("h*/logs/*.log")):
         print(f"----- {log} (last {lines} lines)")
         print(labprocs.tail(log, lines))
+        if keep:
+            target = Path(keep) / name / log.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, target)
 
 
 def assert_gone(name: str, root: Path, procs: Sequence[labstate.ProcRecord]) -> None:
