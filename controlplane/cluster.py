@@ -108,11 +108,11 @@ class ClusterServicer(api_pb2_grpc.ClusterServicer):
         registered = {m.name: m for m in self._store.members()}
         if set(self._peers) - set(registered) and self._store.has_quorum():
             # A peer this replica has no record of may have registered a moment
-            # ago through another replica: a linearizable read (one ReadIndex
-            # round) brings in every record committed before this call. Without
-            # quorum the status is wanted all the more: this replica's own view.
+            # ago through another replica: sync (one ReadIndex round) brings in
+            # every record committed before this call. Without quorum the status
+            # is wanted all the more: this replica's own view.
             try:
-                self._store.get(("Namespace", "", "default"), linearizable=True)
+                self._store.sync()
             except CorralError:
                 pass
             registered = {m.name: m for m in self._store.members()}

@@ -9,8 +9,8 @@ it, it stops them, newest first. A flap while it worked collapses into the
 latest state.
 
 `leader_services(ctx)` returns what `controlplane.controllers.manager.build(ctx)`
-builds: the scheduler and the controllers. A service is anything with `name`, `start()` and
-`stop()`; `stop()` must return promptly (leadership is already gone, and any
+builds: the scheduler and the controllers. A service is anything with `name`,
+`start()` and `stop()`; `stop()` must return promptly (leadership is already gone, and any
 write the old leader still makes is a compare-and-set the new state rejects).
 """
 

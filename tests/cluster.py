@@ -48,8 +48,6 @@ from tests.ports import free_port
 START_TIMEOUT = 60.0
 
 
-
-
 def controlplane_command() -> list[str]:
     """The real console script beside this interpreter, else the module."""
     script = Path(sys.executable).parent / "corral-controlplane"

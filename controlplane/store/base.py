@@ -179,6 +179,12 @@ class Store(abc.ABC):
     def revision(self) -> int:
         """This replica's current revision (no barrier)."""
 
+    @abc.abstractmethod
+    def sync(self, timeout: float = 10.0) -> int:
+        """Wait until this replica has applied every write acknowledged (by any
+        replica) before the call, also those that move no revision (member
+        records); returns the revision then. Unavailable without a leader."""
+
     # ---- writes -------------------------------------------------------------
     @abc.abstractmethod
     def put(

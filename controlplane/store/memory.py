@@ -60,6 +60,10 @@ class MemoryStore(base.Store):
         with self._lock:
             return self._state.revision
 
+    def sync(self, timeout: float = 10.0) -> int:
+        self._check_open()
+        return self.revision  # one copy: everything acknowledged is applied here
+
     # ---- writes ----------------------------------------------------------------------
     def put(
         self,

@@ -15,8 +15,6 @@ from tests.ports import free_port
 PASSWORD = "store-tests-password"
 
 
-
-
 def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -6,7 +6,6 @@ thread is idle."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from pysyncobj import SyncObjConsumer
 
 from controlplane.store.base import Change
 from controlplane.store.raftnode import RaftNode
-from tests.store.conftest import PASSWORD, Cluster, free_port
+from tests.store.conftest import PASSWORD, Cluster, free_port, wait_for
 
 _LEADER = 2
 MakeCluster = Callable[..., Cluster]
@@ -102,10 +101,10 @@ def test_a_writer_thread_appends_its_own_command_when_the_tick_thread_is_idle(
     me = threading.current_thread().name
     for i in range(50):
         leader.put(Change("ConfigMap", "default", f"c{i}", data=b"x"))
-        # Time for the tick thread to finish the last write's round and go back to
-        # poll(); back to back, on a busy machine, it often has not (failed a
-        # full-suite run with 6 of 50).
-        time.sleep(0.01)
+        # Until the tick thread has finished the last write's round and waits in
+        # poll() (where it holds no tick lock): back to back, on a busy machine,
+        # it often had not (a full-suite run saw 6 of 50).
+        wait_for(lambda: not node._tick_lock.locked(), 5, "the tick thread in poll()")
     assert who.count(me) >= 10, who
     assert c.wait_converged()[0] == 51
 
